@@ -1,0 +1,62 @@
+# lightning_seg: every target installs what it needs first (uv, then .venv from uv.lock).
+#   make train [EXP=name] [ARGS="--trainer.max_epochs=3 ..."]    make test    make lint
+SHELL := bash
+.DEFAULT_GOAL := help
+
+UV_VERSION ?= 0.9.30
+TOOLS := .tools
+# Use the uv on PATH when there is one; otherwise a pinned uv in the git-ignored tools folder.
+UV := $(or $(shell command -v uv 2>/dev/null),$(TOOLS)/uv/bin/uv)
+PY := .venv/bin/python
+STAMP := .venv/.synced
+
+EXP ?= quickstart
+ARGS ?=
+
+export UV_PYTHON_DOWNLOADS := never
+export UV_COMPILE_BYTECODE := 1
+export UV_LINK_MODE ?= copy
+export NO_ALBUMENTATIONS_UPDATE := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help env train fit validate test-exp test test-all lint format clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(TOOLS)/uv/bin/uv:
+	python3 -m venv $(TOOLS)/uv
+	$(TOOLS)/uv/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+
+# Rebuild the environment only when the dependencies changed.
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --extra dev
+	@touch $@
+
+env: $(STAMP) ## build .venv from uv.lock (done by every other target)
+
+train: $(STAMP) ## train an experiment: make train EXP=quickstart ARGS="--trainer.max_epochs=3"
+	$(PY) -m lightning_seg fit --experiment $(EXP) $(ARGS)
+
+validate: $(STAMP) ## validate a checkpoint: make validate EXP=x ARGS="--ckpt_path=..."
+	$(PY) -m lightning_seg validate --experiment $(EXP) $(ARGS)
+
+test-exp: $(STAMP) ## test a checkpoint on the test split: make test-exp EXP=x ARGS="--ckpt_path=..."
+	$(PY) -m lightning_seg test --experiment $(EXP) $(ARGS)
+
+test: $(STAMP) ## run the fast test suite (what CI runs)
+	$(PY) -m pytest $(ARGS)
+
+test-all: $(STAMP) ## run every test, slow ones included
+	$(PY) -m pytest -m "" $(ARGS)
+
+lint: $(STAMP) ## ruff lint and format check
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP) ## apply ruff's fixes and formatting
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+clean: ## remove runs and caches (keeps .venv)
+	rm -rf runs .pytest_cache .ruff_cache

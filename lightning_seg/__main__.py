@@ -1,0 +1,5 @@
+"""``python -m lightning_seg`` runs the command line."""
+
+from lightning_seg.cli import main
+
+main()

@@ -1,0 +1,213 @@
+"""Command line: ``lightning-seg {fit,validate,test,predict}`` on LightningCLI.
+
+``--experiment NAME`` loads ``experiments/NAME.yaml``, names the run and its folder
+``runs/NAME/<run id>/``; every Trainer flag passes through (``--trainer.devices=2``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations' import phones home
+
+from lightning import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from lightning_seg.callbacks import BestCheckpoint, LastCheckpoint, LoggedConfig, RunSummary
+from lightning_seg.data import SegmentationDataModule
+from lightning_seg.errors import ConfigurationError
+from lightning_seg.task import SegmentationTask
+from lightning_seg.tracking import choose_wandb_mode, make_wandb_logger, new_run_id, offline_notice
+
+LINKED_FROM_DATA = ("num_classes", "in_channels", "ignore_index", "class_names")
+
+
+def experiments_dir() -> Path:
+    """``$LIGHTNING_SEG_EXPERIMENTS``, else ``./experiments``, else the one beside the package."""
+    if env := os.environ.get("LIGHTNING_SEG_EXPERIMENTS"):
+        return Path(env)
+    local = Path.cwd() / "experiments"
+    return local if local.is_dir() else Path(__file__).resolve().parent.parent / "experiments"
+
+
+def available_experiments() -> list[str]:
+    return sorted(p.stem for p in experiments_dir().glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def experiment_path(name: str) -> Path:
+    """The YAML of a named experiment; an unknown name lists the available ones."""
+    path = experiments_dir() / f"{name}.yaml"
+    if not path.is_file():
+        names = ", ".join(available_experiments()) or "(none)"
+        raise ConfigurationError(
+            f"unknown experiment {name!r} (no {path}); available experiments: {names}"
+        )
+    return path
+
+
+def expand_experiment(argv: list[str]) -> list[str]:
+    """Insert ``--config experiments/NAME.yaml`` after the subcommand for ``--experiment NAME``,
+    so that every later flag overrides the experiment's YAML."""
+    for i, arg in enumerate(argv):
+        if arg == "--experiment" and i + 1 < len(argv):
+            name = argv[i + 1]
+        elif arg.startswith("--experiment="):
+            name = arg.split("=", 1)[1]
+        else:
+            continue
+        if not argv or argv[0].startswith("-"):
+            return argv
+        return [argv[0], "--config", str(experiment_path(name)), *argv[1:]]
+    return argv
+
+
+class SegmentationCLI(LightningCLI):
+    """LightningCLI with lightning_seg's defaults: W&B logging, run folders, checkpoints."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
+        self.summary: RunSummary | None = None
+        super().__init__(
+            model_class=SegmentationTask,
+            datamodule_class=SegmentationDataModule,
+            subclass_mode_data=True,
+            save_config_callback=LoggedConfig,
+            seed_everything_default=42,
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--experiment",
+            type=str | None,
+            default=None,
+            help="Experiment name: loads experiments/NAME.yaml, names the W&B run and the run "
+            "folder runs/NAME/<run id>/. Defaults to the name of the last --config file.",
+        )
+        parser.add_argument(
+            "--runs_dir", type=str, default="runs", help="Folder that holds every run's folder."
+        )
+        for key in LINKED_FROM_DATA:
+            parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning re-applies the checkpoint's hyperparameters to the config; the ones the data
+        # defines are links, not settings, and must be left to the datamodule.
+        ckpt_path = self.config.get(str(self.config.get("subcommand")), {}).get("ckpt_path")
+        if not ckpt_path:
+            return
+        import torch
+
+        if not Path(ckpt_path).is_file():
+            raise ConfigurationError(f"checkpoint not found: {ckpt_path}")
+        hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get(
+            "hyper_parameters", {}
+        )
+        for key in (*LINKED_FROM_DATA, "_instantiator", "_class_path"):
+            hparams.pop(key, None)
+        if hparams:
+            self.config = self.parser.parse_object(
+                {self.config.subcommand: {"model": hparams}}, self.config
+            )
+
+    # ------------------------------------------------------------------ run folder and trainer
+    def experiment_name(self) -> str:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.get("experiment"):
+            return str(config.experiment)
+        files = config.get("config") or []
+        return Path(str(files[-1])).stem if files else "default"
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        experiment = self.experiment_name()
+        run_id = new_run_id()
+        run_dir = (Path(config.runs_dir) / experiment / run_id).resolve()
+        trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        callbacks = [
+            self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys
+        ]
+
+        if trainer_config.get("default_root_dir") is None:
+            trainer_config["default_root_dir"] = str(run_dir)
+        if trainer_config.get("logger") in (None, True):
+            if self.subcommand == "predict":
+                trainer_config["logger"] = False
+            else:
+                choose_wandb_mode()
+                trainer_config["logger"] = make_wandb_logger(
+                    run_dir,
+                    experiment,
+                    run_id,
+                    job_type=self.subcommand or "fit",
+                    group=getattr(self.datamodule, "name", None),
+                    tags=self.run_tags(),
+                )
+        if self.subcommand == "fit":
+            user_callbacks = trainer_config.get("callbacks") or []
+            if not any(isinstance(c, ModelCheckpoint) for c in user_callbacks):
+                callbacks += [
+                    BestCheckpoint(run_dir / "checkpoints"),
+                    LastCheckpoint(run_dir / "checkpoints"),
+                ]
+            self.summary = RunSummary(run_dir, experiment)
+            callbacks.append(self.summary)
+        return self._instantiate_trainer(trainer_config, callbacks)
+
+    def run_tags(self) -> list[str]:
+        hp = self.model.hparams
+        loss = (
+            hp["loss"] if isinstance(hp["loss"], str) else "+".join(t["name"] for t in hp["loss"])
+        )
+        return [f"model:{hp['model']}", f"loss:{loss}"]
+
+    # ------------------------------------------------------------------ after the run
+    @rank_zero_only
+    def _report(self) -> None:
+        logger = self.trainer.logger
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            notice = offline_notice(logger)
+            logger.experiment.finish()  # flush everything before telling where it is
+            if notice:
+                print(notice)
+        if self.summary is not None and self.summary.summary:
+            print(self.summary.line())
+
+    def after_fit(self) -> None:
+        self._report()
+
+    def after_validate(self) -> None:
+        self._report()
+
+    def after_test(self) -> None:
+        self._report()
+
+
+def main(argv: list[str] | None = None) -> SegmentationCLI | None:
+    """Entry point of ``lightning-seg`` and ``python -m lightning_seg``."""
+    from_command_line = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv = expand_experiment(argv)
+        # LightningCLI reads sys.argv itself; give it the expanded arguments and a clear name.
+        saved, sys.argv = sys.argv, ["lightning-seg", *argv]
+        try:
+            return SegmentationCLI()
+        finally:
+            if not from_command_line:
+                sys.argv = saved
+    except ConfigurationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

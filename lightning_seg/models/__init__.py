@@ -1,0 +1,33 @@
+"""Network registry: experiment YAML names a network, :func:`build_model` builds it.
+
+Every network maps ``in_channels`` to ``num_classes`` logits of shape N x C x H x W.
+"""
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from torch import nn
+
+from lightning_seg.errors import unknown_choice
+from lightning_seg.models.base import AuxiliaryOutput
+from lightning_seg.models.unet import UNet
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    # The paper: max-pooling down, transposed convolution up.
+    "unet": partial(UNet, down="maxpool", up="transpose"),
+    # Max-pooling down, nearest-neighbour upsampling + 1x1 convolution up.
+    "unet_upsample": partial(UNet, down="maxpool", up="nearest"),
+    # Strided convolution down, transposed convolution up.
+    "unet_convpool": partial(UNet, down="conv", up="transpose"),
+}
+
+
+def build_model(name: str, in_channels: int, num_classes: int, **kwargs: Any) -> nn.Module:
+    """Build the network registered as ``name``; unknown names list the valid ones."""
+    if name not in MODELS:
+        raise unknown_choice("model", name, list(MODELS))
+    return MODELS[name](in_channels=in_channels, num_classes=num_classes, **kwargs)
+
+
+__all__ = ["MODELS", "AuxiliaryOutput", "UNet", "build_model"]

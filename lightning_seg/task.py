@@ -1,0 +1,165 @@
+"""SegmentationTask: one LightningModule for binary and multiclass segmentation.
+
+The task owns the network, the loss, the metrics and the optimisation; it never reads files and
+knows nothing specific to a network. ``__init__`` calls small ``configure_*`` hooks (as torchgeo
+does) so a subclass can swap one piece without rewriting the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from lightning import LightningModule
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor
+
+from lightning_seg.losses import LossSpec, build_loss
+from lightning_seg.metrics import build_metrics
+from lightning_seg.models import MODELS, AuxiliaryOutput, build_model
+
+ModelName = Literal[tuple(MODELS)]  # type: ignore[valid-type]
+Scheduler = Literal["cosine", "onecycle", "constant"]
+
+
+class SegmentationTask(LightningModule):
+    """Train, validate, test and predict a segmentation network.
+
+    Args:
+        model: registered network name (``lightning-seg models`` lists them).
+        model_args: keyword arguments of that network (depth, widths, encoder, ...).
+        loss: loss spec: ``"bce"``, ``"bce+dice"`` or a list of ``{name, weight, ...}``.
+        optimizer: optimizer class and arguments; AdamW by default.
+        lr_scheduler: ``cosine`` decay or ``onecycle`` over all training steps, or ``constant``.
+        in_channels, num_classes, ignore_index, class_names: set from the datamodule by the CLI;
+            ``num_classes=1`` means binary segmentation with one logit.
+        threshold: probability above which a binary pixel is foreground.
+    """
+
+    def __init__(
+        self,
+        model: ModelName = "unet",
+        model_args: dict[str, Any] | None = None,
+        loss: LossSpec = "bce",
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: Scheduler = "cosine",
+        in_channels: int = 3,
+        num_classes: int = 1,
+        ignore_index: int | None = None,
+        class_names: list[str] | None = None,
+        threshold: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.optimizer_factory = optimizer
+        self.configure_models()
+        self.configure_losses()
+        self.configure_metrics()
+
+    # ----------------------------------------------------------------- configure hooks
+    @property
+    def mode(self) -> Literal["binary", "multiclass"]:
+        return "binary" if self.hparams["num_classes"] == 1 else "multiclass"
+
+    def configure_models(self) -> None:
+        hp = self.hparams
+        self.network = build_model(
+            hp["model"], hp["in_channels"], hp["num_classes"], **(hp["model_args"] or {})
+        )
+
+    def configure_losses(self) -> None:
+        self.criterion = build_loss(self.hparams["loss"], self.mode, self.hparams["ignore_index"])
+
+    def configure_metrics(self) -> None:
+        metrics = build_metrics(self.hparams["num_classes"], self.hparams["ignore_index"])
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    # ----------------------------------------------------------------- forward and steps
+    def forward(self, images: Tensor) -> Tensor:
+        """Logits N x C x H x W (the main head only, also in training mode)."""
+        output = self.network(images)
+        return output.logits if isinstance(output, AuxiliaryOutput) else output
+
+    def predict_labels(self, logits: Tensor) -> Tensor:
+        """Hard labels N x H x W: thresholded probability (binary) or argmax (multiclass)."""
+        if self.mode == "binary":
+            return (torch.sigmoid(logits[:, 0]) > self.hparams["threshold"]).long()
+        return logits.argmax(dim=1)
+
+    def compute_loss(self, output: Tensor | AuxiliaryOutput, batch: dict[str, Tensor]) -> Tensor:
+        """Loss of the main head plus the weighted losses of any auxiliary heads."""
+        mask, weight = batch["mask"], batch.get("weight")
+        if not isinstance(output, AuxiliaryOutput):
+            return self.criterion(output, mask, weight)
+        loss = self.criterion(output.logits, mask, weight)
+        for aux_logits, aux_weight in output.auxiliary:
+            if aux_logits.shape[-2:] != mask.shape[-2:]:
+                aux_logits = F.interpolate(
+                    aux_logits, size=mask.shape[-2:], mode="bilinear", align_corners=False
+                )
+            loss = loss + aux_weight * self.criterion(aux_logits, mask, weight)
+        return loss
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self.compute_loss(self.network(batch["image"]), batch)
+        self.log(
+            "train/loss",
+            loss,
+            on_step=True,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(batch["image"]),
+        )
+        return loss
+
+    def _evaluate(self, batch: dict[str, Tensor], stage: str) -> Tensor:
+        logits = self(batch["image"])
+        loss = self.compute_loss(logits, batch)
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        metrics.update(self.predict_labels(logits), batch["mask"])
+        batch_size = len(batch["image"])
+        self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=batch_size)
+        self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val", batch_size=batch_size)
+        return logits
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._evaluate(batch, "test")
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self.predict_labels(self(batch["image"]))
+
+    # ----------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        kind = self.hparams["lr_scheduler"]
+        if kind == "constant":
+            return optimizer
+        total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        if kind == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+        else:
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer,
+                max_lr=[group["lr"] for group in optimizer.param_groups],
+                total_steps=total_steps,
+            )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def on_train_start(self) -> None:
+        # A resumed run restores the scheduler with the old total; when max_epochs grew, stretch
+        # the schedule over the new total instead of running off its end.
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
+                scheduler.total_steps = max(scheduler.total_steps, total_steps)
+            elif isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+                scheduler.T_max = max(scheduler.T_max, total_steps)

@@ -1,0 +1,114 @@
+"""Weights & Biases set-up: offline when there are no credentials, run folders, flat configs."""
+
+from __future__ import annotations
+
+import netrc
+import os
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from lightning.pytorch.loggers import WandbLogger
+
+DEFAULT_PROJECT = "lightning-seg"
+
+
+def wandb_host() -> str:
+    """Host name of the W&B server credentials are looked up for."""
+    return urlsplit(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).netloc
+
+
+def has_wandb_credentials() -> bool:
+    """True when ``WANDB_API_KEY`` is set or ``wandb login`` stored a key in the netrc file."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        entry = netrc.netrc(path).authenticators(wandb_host())
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+    return bool(entry and entry[2])
+
+
+def choose_wandb_mode() -> bool:
+    """Go offline when nobody said otherwise and no credentials exist; True if we switched."""
+    if "WANDB_MODE" in os.environ or has_wandb_credentials():
+        return False
+    os.environ["WANDB_MODE"] = "offline"
+    return True
+
+
+def process_rank() -> int:
+    """Global rank as launchers announce it (0 when not distributed)."""
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id shared by the run folder and the W&B run.
+
+    Every process of one distributed run must agree on it. Launchers that start all ranks
+    themselves (torchrun, SLURM) give a job id to derive it from; with Lightning's own DDP
+    launcher, rank 0 chooses the id and its child processes inherit it through the environment.
+    """
+    for var in ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID"):
+        job = os.environ.get(var, "none")
+        if job != "none":
+            return f"{var.split('_')[0].lower()}-{job}"
+    inherited = os.environ.get("LIGHTNING_SEG_RUN_ID")
+    if inherited and process_rank() > 0:
+        return inherited
+    run_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    os.environ["LIGHTNING_SEG_RUN_ID"] = run_id
+    return run_id
+
+
+def make_wandb_logger(
+    run_dir: Path,
+    experiment: str,
+    run_id: str,
+    job_type: str,
+    group: str | None = None,
+    tags: list[str] | None = None,
+) -> WandbLogger:
+    """The default logger: one W&B run per experiment run, stored inside the run folder."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return WandbLogger(
+        name=experiment,
+        project=os.environ.get("WANDB_PROJECT", DEFAULT_PROJECT),
+        save_dir=str(run_dir),
+        id=re.sub(r"[^a-z0-9]", "", run_id.lower()) + job_type[:1],
+        job_type=job_type,
+        group=group,
+        tags=tags,
+    )
+
+
+def offline_notice(logger: WandbLogger) -> str | None:
+    """One line telling where an offline run was written and how to upload it, else None."""
+    run = logger.experiment
+    if not getattr(run, "settings", None) or not run.settings._offline:
+        return None
+    sync_dir = run.settings.sync_dir
+    return f"W&B run saved offline in {sync_dir}; upload it with: wandb sync {sync_dir}"
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten a nested config to dotted keys, dropping ``init_args`` so keys stay readable.
+
+    ``{"model": {"init_args": {"loss": "bce"}}}`` -> ``{"model.loss": "bce"}``.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = prefix if key == "init_args" else f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name))
+        else:
+            flat[name] = value
+    return flat

@@ -1,0 +1,43 @@
+"""Shared test set-up: no network, W&B offline, tiny synthetic runs."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.pop("LIGHTNING_SEG_RUN_ID", None)
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _fresh_run_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each CLI call in a test gets its own run id, as each real invocation does."""
+    monkeypatch.delenv("LIGHTNING_SEG_RUN_ID", raising=False)
+
+
+@pytest.fixture
+def tiny_fit_args(tmp_path: Path) -> list[str]:
+    """Arguments for a fit of a few steps on tiny synthetic data, writing under tmp_path."""
+    return [
+        "--experiment=quickstart",
+        f"--runs_dir={tmp_path / 'runs'}",
+        "--trainer.max_epochs=2",
+        "--trainer.limit_train_batches=3",
+        "--trainer.limit_val_batches=2",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--data.init_args.size=32",
+        "--data.init_args.num_train=24",
+        "--data.init_args.num_val=8",
+        "--data.init_args.num_test=8",
+        "--data.init_args.batch_size=4",
+        "--model.model_args.depth=2",
+        "--model.model_args.base_channels=4",
+    ]
