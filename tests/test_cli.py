@@ -13,7 +13,8 @@ import torch
 
 from lightning_seg.cli import main
 from lightning_seg.wandb_offline import read_offline_run
-from tests.conftest import ROOT
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def only(paths: list[Path]) -> Path:
