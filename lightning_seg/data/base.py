@@ -13,11 +13,16 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
+STAGE_SPLITS = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": ("test",),
+    "predict": ("predict",),
+}
 
 
 class SegmentationDataModule(LightningDataModule):
-    """Base datamodule; batches are dicts with ``image`` (N x C x H x W) and ``mask`` (N x H x W)."""
+    """Base datamodule; batches are dicts of ``image`` (N x C x H x W) and ``mask`` (N x H x W)."""
 
     def __init__(
         self,

@@ -162,8 +162,9 @@ class SyntheticDataModule(SegmentationDataModule):
             batch_size=batch_size,
             num_workers=num_workers,
             num_classes=1 if binary else num_lesion_classes + 1,
-            class_names=["lesion"] if binary else
-            ["skin", *(f"lesion_{k}" for k in range(1, num_lesion_classes + 1))],
+            class_names=["lesion"]
+            if binary
+            else ["skin", *(f"lesion_{k}" for k in range(1, num_lesion_classes + 1))],
         )
         self.size = size
         self.counts = {"train": num_train, "val": num_val, "test": num_test, "predict": num_test}
