@@ -19,7 +19,7 @@ export UV_LINK_MODE ?= copy
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help env train fit validate test-exp test test-all lint format clean
+.PHONY: help env train validate evaluate models bench-models test test-all lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,8 +41,14 @@ train: $(STAMP) ## train an experiment: make train EXP=quickstart ARGS="--traine
 validate: $(STAMP) ## validate a checkpoint: make validate EXP=x ARGS="--ckpt_path=..."
 	$(PY) -m lightning_seg validate --experiment $(EXP) $(ARGS)
 
-test-exp: $(STAMP) ## test a checkpoint on the test split: make test-exp EXP=x ARGS="--ckpt_path=..."
-	$(PY) -m lightning_seg test --experiment $(EXP) $(ARGS)
+evaluate: $(STAMP) ## test a checkpoint on the test split: make evaluate EXP=x CKPT=path
+	$(PY) -m lightning_seg test --experiment $(EXP) --ckpt_path $(CKPT) $(ARGS)
+
+models: $(STAMP) ## list the networks with parameters and GFLOPs at 256x256
+	$(PY) -m lightning_seg models $(ARGS)
+
+bench-models: $(STAMP) ## measure training throughput of every network (benchmarks/results/models.md)
+	$(PY) benchmarks/models.py $(ARGS)
 
 test: $(STAMP) ## run the fast test suite (what CI runs)
 	$(PY) -m pytest $(ARGS)

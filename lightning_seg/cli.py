@@ -79,6 +79,13 @@ class SegmentationCLI(LightningCLI):
             save_config_callback=LoggedConfig,
             seed_everything_default=42,
             auto_configure_optimizers=False,
+            parser_kwargs={
+                "description": "lightning_seg: semantic segmentation on PyTorch Lightning. "
+                "Subcommands fit / validate / test / predict take --experiment NAME "
+                "(experiments/NAME.yaml) and any Trainer flag. Other commands: "
+                + ", ".join(f"lightning-seg {name}" for name in TOOLS)
+                + "."
+            },
             args=args,
             run=run,
             **kwargs,
@@ -191,10 +198,31 @@ class SegmentationCLI(LightningCLI):
         self._report()
 
 
+def _models(argv: list[str]) -> int:
+    from lightning_seg.models.summary import models_command
+
+    return models_command(argv)
+
+
+def _convert_weights(argv: list[str]) -> int:
+    from lightning_seg.models.weights import convert_weights_command
+
+    return convert_weights_command(argv)
+
+
+# Subcommands beyond LightningCLI's fit / validate / test / predict.
+TOOLS = {"models": _models, "convert-weights": _convert_weights}
+
+
 def main(argv: list[str] | None = None) -> SegmentationCLI | None:
     """Entry point of ``lightning-seg`` and ``python -m lightning_seg``."""
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TOOLS:
+        code = TOOLS[argv[0]](argv[1:])
+        if code:
+            raise SystemExit(code)
+        return None
     try:
         argv = expand_experiment(argv)
         # LightningCLI reads sys.argv itself; give it the expanded arguments and a clear name.

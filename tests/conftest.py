@@ -7,6 +7,8 @@ import os
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
 os.environ.setdefault("WANDB_SILENT", "true")
+# No network in tests: Hugging Face downloads fail at once instead of retrying for half a minute.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.pop("LIGHTNING_SEG_RUN_ID", None)
 
 from pathlib import Path

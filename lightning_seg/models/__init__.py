@@ -11,6 +11,9 @@ from torch import nn
 
 from lightning_seg.errors import unknown_choice
 from lightning_seg.models.base import AuxiliaryOutput
+from lightning_seg.models.pspnet import PSPNet
+from lightning_seg.models.segnet import SegNet
+from lightning_seg.models.smp import SMPModel
 from lightning_seg.models.unet import UNet
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -20,6 +23,14 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "unet_upsample": partial(UNet, down="maxpool", up="nearest"),
     # Strided convolution down, transposed convolution up.
     "unet_convpool": partial(UNet, down="conv", up="transpose"),
+    # The paper: VGG16 encoder, unpooling with the encoder's max-pooling indices.
+    "segnet": partial(SegNet, upsampling="unpool"),
+    # Nearest-neighbour upsampling instead of unpooling: no indices cross to the decoder.
+    "segnet_upsample": partial(SegNet, upsampling="nearest"),
+    # Dilated ResNet-18-like backbone (or an SMP/timm `encoder`), pyramid pooling, auxiliary head.
+    "pspnet": PSPNet,
+    # Any segmentation_models_pytorch architecture + encoder; local encoder_weights files too.
+    "smp": SMPModel,
 }
 
 

@@ -12,7 +12,7 @@ from lightning_seg.models import MODELS, build_model
 
 @pytest.mark.parametrize("name", ["unet", "unet_upsample", "unet_convpool"])
 @pytest.mark.parametrize("num_classes", [1, 4])
-@pytest.mark.parametrize("size", [(64, 64), (75, 111)])
+@pytest.mark.parametrize("size", [(64, 64), (75, 111), (250, 333)])
 def test_output_shape_matches_input_at_any_size(name, num_classes, size):
     model = build_model(name, in_channels=3, num_classes=num_classes, depth=3, base_channels=4)
     out = model(torch.randn(2, 3, *size))
