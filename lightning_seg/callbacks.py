@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
 
 from lightning_seg.tracking import flatten
 
@@ -59,7 +63,12 @@ class RunSummary(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start = time.perf_counter()
 
-    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # teardown, not on_fit_end: it runs after every callback's on_fit_end (threshold tuning).
+        if stage == "fit":
+            self.summarise(trainer, pl_module)
+
+    def summarise(self, trainer: Trainer, pl_module: LightningModule) -> None:
         checkpoint = trainer.checkpoint_callback
         best = getattr(checkpoint, "best_model_score", None)
         if best is None:  # no checkpointing (fast_dev_run): fall back to the last value
@@ -83,6 +92,8 @@ class RunSummary(Callback):
             "run_dir": str(self.run_dir),
             "num_parameters": sum(p.numel() for p in pl_module.parameters()),
         }
+        if pl_module.hparams.get("num_classes") == 1:
+            self.summary["threshold"] = pl_module.hparams.get("threshold")
         if trainer.is_global_zero and not trainer.fast_dev_run:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "summary.json").write_text(json.dumps(self.summary, indent=2) + "\n")
@@ -109,3 +120,75 @@ class LoggedConfig(SaveConfigCallback):
         flat = flatten(config)
         flat["num_parameters"] = sum(p.numel() for p in pl_module.parameters())
         trainer.logger.log_hyperparams(flat)
+
+
+class ThresholdTuner(Callback):
+    """Chooses the binary threshold that maximises validation IoU, once, at the end of ``fit``.
+
+    It evaluates the best checkpoint (the weights that ``test`` and ``predict`` will use) on the
+    validation set, counts foreground and background pixels in ``bins`` probability bins, and
+    reads TP, FP and FN at every threshold ``k / bins`` from cumulative sums: one pass over the
+    data for all thresholds. The chosen threshold is written into the best and last checkpoints'
+    hyper-parameters, so a later ``test`` or ``predict`` with either checkpoint uses it.
+    """
+
+    def __init__(self, bins: int = 100) -> None:
+        self.bins = bins
+        self.threshold: float | None = None
+        self.iou: float | None = None
+
+    @torch.inference_mode()
+    def histograms(self, trainer: Trainer, pl_module: LightningModule) -> tuple[Tensor, Tensor]:
+        """Per-bin counts of the predicted probabilities of foreground and background pixels."""
+        ignore_index = pl_module.hparams.get("ignore_index")
+        fg = torch.zeros(self.bins, dtype=torch.float64, device=pl_module.device)
+        bg = torch.zeros_like(fg)
+        pl_module.eval()
+        for batch in trainer.datamodule.val_dataloader():
+            probs = torch.sigmoid(pl_module(batch["image"].to(pl_module.device))[:, 0].float())
+            mask = batch["mask"].to(pl_module.device)
+            valid = (
+                mask != ignore_index
+                if ignore_index is not None
+                else torch.ones_like(mask, dtype=torch.bool)
+            )
+            index = (probs * self.bins).long().clamp_(0, self.bins - 1)
+            fg += torch.bincount(index[valid & (mask == 1)], minlength=self.bins)
+            bg += torch.bincount(index[valid & (mask == 0)], minlength=self.bins)
+        return fg, bg
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.fast_dev_run or trainer.datamodule is None:
+            return
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+        if best:
+            state = torch.load(best, weights_only=True, map_location=pl_module.device)
+            pl_module.load_state_dict(state["state_dict"])
+        fg, bg = self.histograms(trainer, pl_module)
+        # Foreground predicted at threshold k / bins: every pixel in bins k .. bins-1.
+        tp = fg.flip(0).cumsum(0).flip(0)
+        fp = bg.flip(0).cumsum(0).flip(0)
+        fn = fg.sum() - tp
+        iou = tp / (tp + fp + fn).clamp_min(1)
+        k = int(iou[1:].argmax()) + 1  # threshold 0 would call every pixel foreground
+        self.threshold, self.iou = k / self.bins, float(iou[k])
+        pl_module.hparams["threshold"] = self.threshold
+        rank_zero_info(
+            f"tuned binary threshold: {self.threshold:.2f} (val/iou {self.iou:.4f} with the best "
+            f"checkpoint, {float(iou[self.bins // 2]):.4f} at 0.50)"
+        )
+        if trainer.logger is not None:
+            trainer.logger.log_metrics({"val/threshold": self.threshold, "val/iou_tuned": self.iou})
+        if trainer.is_global_zero:
+            paths = {best, *(c.best_model_path for c in trainer.checkpoint_callbacks)}
+            for path in filter(None, paths):
+                store_threshold(Path(path), self.threshold)
+
+
+def store_threshold(path: Path, threshold: float) -> None:
+    """Rewrite a checkpoint's ``threshold`` hyper-parameter in place, atomically."""
+    state = torch.load(path, weights_only=True, map_location="cpu")
+    state["hyper_parameters"]["threshold"] = threshold
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)

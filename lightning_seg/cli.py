@@ -125,6 +125,13 @@ class SegmentationCLI(LightningCLI):
                 {self.config.subcommand: {"model": hparams}}, self.config
             )
 
+    def after_instantiate_classes(self) -> None:
+        # A loss that needs per-pixel weight maps (the U-Net boundary loss) asks the data
+        # pipeline for them, so that `loss: boundary_bce` alone is a complete configuration.
+        spec = self.model.weight_map_spec
+        if spec and self.datamodule is not None and hasattr(self.datamodule, "weight_map"):
+            self.datamodule.weight_map = spec
+
     # ------------------------------------------------------------------ run folder and trainer
     def experiment_name(self) -> str:
         config = self.config[self.subcommand] if self.subcommand else self.config

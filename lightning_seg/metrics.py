@@ -1,9 +1,36 @@
 """Segmentation metrics as torchmetrics objects, so they accumulate over an epoch and
-synchronise across processes in distributed runs."""
+synchronise across processes in distributed runs.
+
+``build_metrics`` returns a ``MetricCollection`` whose ``compute()`` is a flat dict of scalars:
+
+* binary (``num_classes == 1``): ``iou`` and ``f1`` of the foreground over all pixels of the
+  epoch pooled (dataset level), and ``iou_per_image``, the mean over images of each image's
+  foreground IoU (what PH2 papers report).
+* multiclass: ``iou`` and ``f1`` macro-averaged over classes, and ``iou/<class name>`` per class.
+
+Keys come out sorted (``MetricCollection`` sorts its members), as ``metric_names`` lists them.
+
+Conventions (the NumPy reference in ``tests/test_metrics.py`` follows them):
+
+* Pixels whose target is ``ignore_index`` never count, for any metric. ``ignore_index`` must lie
+  outside the class ids (e.g. 255, or 11 with classes 0-10): an ignored id that is also a class
+  could still be predicted, and torchmetrics would then score it inconsistently (dropped from the
+  IoU mean, kept in the F1 mean), so it is rejected.
+* A class absent from both prediction and truth over the whole epoch (tp + fp + fn == 0) has no
+  defined score: torchmetrics leaves it out of the macro means (weight 0) and reports 0.0 for it
+  under ``iou/<name>`` (``zero_division=0``). The binary dataset-level scores are 0.0 likewise
+  when the epoch has no foreground at all.
+* Per-image IoU: an image whose prediction and truth are both empty scores 1.0 (the model is
+  right that there is nothing); an image without any labelled pixel is left out of the mean.
+"""
 
 from __future__ import annotations
 
-from torchmetrics import MetricCollection
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import (
     BinaryF1Score,
     BinaryJaccardIndex,
@@ -11,21 +38,148 @@ from torchmetrics.classification import (
     MulticlassJaccardIndex,
 )
 
+BINARY_KEYS = ("f1", "iou", "iou_per_image")
 
-def build_metrics(num_classes: int, ignore_index: int | None = None) -> MetricCollection:
-    """Dataset-level IoU and F1; binary for one logit, macro-averaged otherwise.
 
-    Predictions passed to ``update`` are hard labels (N x H x W), so the binary threshold stays
-    the task's decision and is not baked into the metric.
+class PerImageIoU(Metric):
+    """Mean over images of the foreground IoU of each image (binary labels 0/1).
+
+    Kept as two sum-reduced states (sum of scores, number of images) rather than a list of
+    scores, so DDP synchronisation is one all-reduce and memory does not grow with the epoch.
     """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    score_sum: Tensor
+    num_images: Tensor
+
+    def __init__(self, ignore_index: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ignore_index = ignore_index
+        self.add_state("score_sum", default=torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("num_images", default=torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Add the IoU of each image of a batch of hard labels N x H x W (vectorised)."""
+        if preds.shape != target.shape or preds.dim() < 2:
+            raise ValueError(
+                f"preds and target must both be N x H x W, got {tuple(preds.shape)} "
+                f"and {tuple(target.shape)}"
+            )
+        preds, target = preds.flatten(1), target.flatten(1)
+        pred_fg, true_fg = preds == 1, target == 1
+        if self.ignore_index is None:
+            labelled = torch.ones(len(target), dtype=torch.bool, device=target.device)
+        else:
+            valid = target != self.ignore_index
+            pred_fg &= valid
+            labelled = valid.any(dim=1)
+        intersection = (pred_fg & true_fg).sum(dim=1)
+        union = (pred_fg | true_fg).sum(dim=1)
+        iou = torch.where(union > 0, intersection / union.clamp_min(1), 1.0)
+        # Multiply rather than index by the mask: no device sync and a static shape.
+        self.score_sum += (iou * labelled).sum().to(self.score_sum.dtype)
+        self.num_images += labelled.sum()
+
+    def compute(self) -> Tensor:
+        """The mean, or 0.0 before any labelled image (as torchmetrics' ``zero_division``)."""
+        if self.num_images == 0:
+            return torch.zeros_like(self.score_sum)
+        return self.score_sum / self.num_images
+
+
+class ClasswiseJaccardIndex(MulticlassJaccardIndex):
+    """IoU of each class, returned as ``{"iou/<class name>": value}``.
+
+    Does what ``ClasswiseWrapper(MulticlassJaccardIndex(average=None), labels, prefix="iou/")``
+    does, but as a plain metric with the same confusion-matrix state as the macro IoU, so the
+    collection's compute groups update one matrix for both. The wrapper breaks compute groups in
+    torchmetrics 1.9: the group's update count is set on the wrapper, not on the wrapped metric,
+    which then warns "compute called before update" at every epoch after a reset.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        class_names: list[str],
+        ignore_index: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(num_classes, average=None, ignore_index=ignore_index, **kwargs)
+        self.class_names = list(class_names)
+
+    def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
+        """Per-class IoU keyed by class name (0.0 for a class absent from prediction and truth)."""
+        scores = super().compute()
+        return {f"iou/{name}": score for name, score in zip(self.class_names, scores, strict=True)}
+
+
+def resolve_class_names(num_classes: int, class_names: list[str] | None = None) -> list[str]:
+    """The given names, checked (one per class, unique), or ``class_0``, ``class_1``, ..."""
+    if class_names is None:
+        return [f"class_{i}" for i in range(num_classes)]
+    names = [str(name) for name in class_names]
+    if len(names) != num_classes:
+        raise ValueError(f"{len(names)} class names for {num_classes} classes: {names}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"class names must be unique (they become metric keys): {names}")
+    return names
+
+
+def metric_names(num_classes: int, class_names: list[str] | None = None) -> list[str]:
+    """The keys ``build_metrics(...).compute()`` returns, without the stage prefix."""
     if num_classes == 1:
+        return list(BINARY_KEYS)
+    names = resolve_class_names(num_classes, class_names)
+    return ["f1", "iou", *(f"iou/{name}" for name in names)]
+
+
+def _check_ignore_index(num_classes: int, ignore_index: int | None) -> None:
+    """Fail at construction rather than score an ambiguous label set quietly."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if ignore_index is None:
+        return
+    # Booleans are ints in Python; True would silently mean "ignore class 1".
+    if not isinstance(ignore_index, int) or isinstance(ignore_index, bool):
+        raise ValueError(f"ignore_index must be an int or None, got {ignore_index!r}")
+    labels = 2 if num_classes == 1 else num_classes
+    if 0 <= ignore_index < labels:
+        raise ValueError(
+            f"ignore_index={ignore_index} is also a class id (labels 0..{labels - 1}); use an id "
+            "outside them (e.g. 255) so ignored pixels and predicted classes cannot be confused"
+        )
+
+
+def build_metrics(
+    num_classes: int, ignore_index: int | None = None, class_names: list[str] | None = None
+) -> MetricCollection:
+    """Dataset-level IoU and F1 (plus per-image IoU if binary, per-class IoU if multiclass).
+
+    ``update(preds, target)`` takes hard labels N x H x W, so the binary threshold stays the
+    task's decision and is not baked into the metric. ``class_names`` are ignored in binary mode.
+    ``validate_args`` is off: its checks run ``torch.unique`` (a sort of every pixel, and a
+    device sync) per metric and batch, and a label out of range still fails loudly in the
+    confusion-matrix ``bincount`` reshape.
+    """
+    _check_ignore_index(num_classes, ignore_index)
+    if num_classes == 1:
+        binary = {"ignore_index": ignore_index, "validate_args": False}
         return MetricCollection(
             {
-                "iou": BinaryJaccardIndex(ignore_index=ignore_index),
-                "f1": BinaryF1Score(ignore_index=ignore_index),
+                "iou": BinaryJaccardIndex(**binary),
+                "f1": BinaryF1Score(**binary),
+                "iou_per_image": PerImageIoU(ignore_index=ignore_index),
             }
         )
-    kwargs = {"num_classes": num_classes, "ignore_index": ignore_index, "average": "macro"}
+    names = resolve_class_names(num_classes, class_names)
+    multi = {"num_classes": num_classes, "ignore_index": ignore_index, "validate_args": False}
     return MetricCollection(
-        {"iou": MulticlassJaccardIndex(**kwargs), "f1": MulticlassF1Score(**kwargs)}
+        {
+            "iou": MulticlassJaccardIndex(average="macro", **multi),
+            "f1": MulticlassF1Score(average="macro", **multi),
+            "iou_per_class": ClasswiseJaccardIndex(class_names=names, **multi),
+        }
     )

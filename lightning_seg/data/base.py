@@ -13,12 +13,42 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_seg.losses.boundary import unet_weight_map
+
 STAGE_SPLITS = {
     "fit": ("train", "val"),
     "validate": ("val",),
     "test": ("test",),
     "predict": ("predict",),
 }
+
+
+class WithWeightMap(Dataset):
+    """Adds the U-Net boundary weight map of each sample's mask as ``weight``.
+
+    The map needs distance transforms, so it is computed once per sample and kept: every later
+    epoch reuses it instead of paying for it in each training step.
+    """
+
+    def __init__(
+        self, dataset: Dataset, ignore_index: int | None, w0: float = 10.0, sigma: float = 5.0
+    ) -> None:
+        self.dataset = dataset
+        self.ignore_index = ignore_index
+        self.w0, self.sigma = w0, sigma
+        self.cache: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        sample = dict(self.dataset[index])
+        if index not in self.cache:
+            mask = sample["mask"].numpy()
+            weight = unet_weight_map(mask, self.w0, self.sigma, self.ignore_index)
+            self.cache[index] = torch.from_numpy(weight)
+        sample["weight"] = self.cache[index]
+        return sample
 
 
 class SegmentationDataModule(LightningDataModule):
@@ -40,6 +70,8 @@ class SegmentationDataModule(LightningDataModule):
         self.class_names = list(class_names)
         self.in_channels = in_channels
         self.ignore_index = ignore_index
+        # Set by the CLI from the loss (``task.weight_map_spec``): {"w0": ..., "sigma": ...}.
+        self.weight_map: dict[str, float] | None = None
         self.datasets: dict[str, Dataset] = {}
 
     @property
@@ -54,7 +86,10 @@ class SegmentationDataModule(LightningDataModule):
     def setup(self, stage: str) -> None:
         for split in STAGE_SPLITS[stage]:
             if split not in self.datasets:
-                self.datasets[split] = self.build_dataset(split)
+                dataset = self.build_dataset(split)
+                if self.weight_map and split != "predict":
+                    dataset = WithWeightMap(dataset, self.ignore_index, **self.weight_map)
+                self.datasets[split] = dataset
 
     def _loader(self, split: str, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
         return DataLoader(

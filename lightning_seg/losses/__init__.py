@@ -21,8 +21,11 @@ from typing import Any, Literal
 from torch import Tensor, nn
 
 from lightning_seg.errors import ConfigurationError, unknown_choice
+from lightning_seg.losses.boundary import BoundaryBCELoss, BoundaryCELoss, unet_weight_map
+from lightning_seg.losses.focal import FocalLoss
 from lightning_seg.losses.pixelwise import BCELoss, CrossEntropyLoss
-from lightning_seg.losses.region import DiceLoss
+from lightning_seg.losses.region import DiceLoss, LovaszLoss, TverskyLoss
+from lightning_seg.losses.wsr import WSRLoss
 
 Mode = Literal["binary", "multiclass"]
 LossSpec = str | list[dict[str, Any]]
@@ -31,6 +34,12 @@ LOSSES: dict[str, Callable[..., nn.Module]] = {
     "bce": BCELoss,
     "ce": CrossEntropyLoss,
     "dice": DiceLoss,
+    "focal": FocalLoss,
+    "tversky": TverskyLoss,
+    "lovasz": LovaszLoss,
+    "wsr": WSRLoss,
+    "boundary_bce": BoundaryBCELoss,
+    "boundary_ce": BoundaryCELoss,
 }
 
 
@@ -70,7 +79,12 @@ def build_single(name: str, mode: Mode, ignore_index: int | None, **kwargs: Any)
     factory = LOSSES[name]
     modes = getattr(factory, "modes", ("binary", "multiclass"))
     if mode not in modes:
-        hint = {"bce": " (use 'ce' for multiclass)", "ce": " (use 'bce' for binary)"}.get(name, "")
+        hint = {
+            "bce": " (use 'ce' for multiclass)",
+            "ce": " (use 'bce' for binary)",
+            "boundary_bce": " (use 'boundary_ce' for multiclass)",
+            "boundary_ce": " (use 'boundary_bce' for binary)",
+        }.get(name, "")
         raise ConfigurationError(f"loss {name!r} does not support {mode} segmentation{hint}")
     params = inspect.signature(factory).parameters
     unknown = set(kwargs) - set(params)
@@ -99,4 +113,11 @@ def build_loss(spec: LossSpec, mode: Mode, ignore_index: int | None = None) -> n
     return WeightedSum(terms, weights)
 
 
-__all__ = ["LOSSES", "LossSpec", "WeightedSum", "build_loss", "parse_spec"]
+__all__ = [
+    "LOSSES",
+    "LossSpec",
+    "WeightedSum",
+    "build_loss",
+    "parse_spec",
+    "unet_weight_map",
+]

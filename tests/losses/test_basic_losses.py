@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from lightning_seg.errors import ConfigurationError
-from lightning_seg.losses import WeightedSum, build_loss
+from lightning_seg.losses import LOSSES, WeightedSum, build_loss, unet_weight_map
 
 
 def test_bce_matches_pytorch_and_respects_ignore_index():
@@ -63,7 +64,12 @@ def test_composite_spec_sums_weighted_terms():
 @pytest.mark.parametrize(
     ("spec", "mode", "message"),
     [
-        ("hinge", "binary", "unknown loss 'hinge'; valid choices for loss: bce, ce, dice"),
+        (
+            "hinge",
+            "binary",
+            "unknown loss 'hinge'; valid choices for loss: " + ", ".join(sorted(LOSSES)),
+        ),
+        ("boundary_bce", "multiclass", "use 'boundary_ce' for multiclass"),
         ("bce", "multiclass", "use 'ce' for multiclass"),
         ([{"name": "bce", "gamma": 2}], "binary", "unknown arguments ['gamma']"),
         ([{"weight": 1}], "binary", "needs a 'name'"),
@@ -72,3 +78,60 @@ def test_composite_spec_sums_weighted_terms():
 def test_bad_specs_explain_themselves(spec, mode, message):
     with pytest.raises(ConfigurationError, match=message.replace("[", r"\[").replace("]", r"\]")):
         build_loss(spec, mode)
+
+
+def test_the_registry_holds_the_losses_of_issue_4():
+    expected = {"bce", "ce", "dice", "focal", "tversky", "lovasz", "wsr"}
+    assert expected | {"boundary_bce", "boundary_ce"} <= set(LOSSES)
+
+
+def test_bce_plus_focal_composes():
+    logits = torch.randn(2, 1, 8, 8)
+    target = torch.randint(0, 2, (2, 8, 8))
+    combined = build_loss("bce+focal", "binary")
+    assert isinstance(combined, WeightedSum)
+    focal = build_loss("focal", "binary")
+    expected = build_loss("bce", "binary")(logits, target) + focal(logits, target)
+    assert torch.allclose(combined(logits, target), expected)
+
+
+REGISTERED = [
+    (name, mode)
+    for name, factory in sorted(LOSSES.items())
+    for mode in getattr(factory, "modes", ("binary", "multiclass"))
+]
+
+
+def masks(kind: str) -> torch.Tensor:
+    target = torch.zeros(2, 12, 12, dtype=torch.long)
+    if kind == "foreground":
+        target[:] = 1
+    elif kind == "empty":
+        target[:] = 255
+    elif kind == "mixed":
+        target[:, 2:5, 2:5] = 1
+        target[:, 7:10, 6:11] = 2
+        target[1, :, :3] = 255
+    return target
+
+
+@pytest.mark.parametrize("kind", ["background", "foreground", "empty", "mixed"])
+@pytest.mark.parametrize(("name", "mode"), REGISTERED)
+def test_every_loss_has_finite_gradients(name, mode, kind):
+    torch.manual_seed(0)
+    target = masks(kind)
+    if mode == "binary":
+        target = torch.where(target == 255, target, target.clamp_max(1))
+    channels = 1 if mode == "binary" else 3
+    logits = (3 * torch.randn(2, channels, 12, 12)).requires_grad_(True)
+    loss = build_loss(name, mode, ignore_index=255)
+    weight = None
+    if hasattr(loss, "weight_map"):  # the boundary losses: the map the data pipeline would give
+        maps = [unet_weight_map(m.numpy(), ignore_index=255, **loss.weight_map) for m in target]
+        weight = torch.from_numpy(np.stack(maps))
+    value = loss(logits, target, weight)
+    assert value.dim() == 0
+    assert torch.isfinite(value)
+    value.backward()
+    assert logits.grad is not None
+    assert torch.isfinite(logits.grad).all()
