@@ -21,11 +21,16 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_seg.callbacks import BestCheckpoint, LastCheckpoint, LoggedConfig, RunSummary
 from lightning_seg.data import SegmentationDataModule
+from lightning_seg.data.download import DownloadError
+from lightning_seg.data.io import DataError
 from lightning_seg.errors import ConfigurationError
 from lightning_seg.task import SegmentationTask
 from lightning_seg.tracking import choose_wandb_mode, make_wandb_logger, new_run_id, offline_notice
 
 LINKED_FROM_DATA = ("num_classes", "in_channels", "ignore_index", "class_names")
+# Errors about the user's configuration or data: one line on stderr and exit status 2, never a
+# traceback from deep inside a library.
+USER_ERRORS = (ConfigurationError, DataError, DownloadError)
 
 
 def experiments_dir() -> Path:
@@ -217,8 +222,14 @@ def _convert_weights(argv: list[str]) -> int:
     return convert_weights_command(argv)
 
 
+def _check_data(argv: list[str]) -> int:
+    from lightning_seg.data.checks import check_data_command
+
+    return check_data_command(argv)
+
+
 # Subcommands beyond LightningCLI's fit / validate / test / predict.
-TOOLS = {"models": _models, "convert-weights": _convert_weights}
+TOOLS = {"models": _models, "convert-weights": _convert_weights, "check-data": _check_data}
 
 
 def main(argv: list[str] | None = None) -> SegmentationCLI | None:
@@ -226,7 +237,11 @@ def main(argv: list[str] | None = None) -> SegmentationCLI | None:
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in TOOLS:
-        code = TOOLS[argv[0]](argv[1:])
+        try:
+            code = TOOLS[argv[0]](argv[1:])
+        except USER_ERRORS as error:
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
         if code:
             raise SystemExit(code)
         return None
@@ -239,7 +254,7 @@ def main(argv: list[str] | None = None) -> SegmentationCLI | None:
         finally:
             if not from_command_line:
                 sys.argv = saved
-    except ConfigurationError as error:
+    except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -17,6 +17,7 @@ from torch import Tensor
 from torchmetrics import MetricCollection
 
 from lightning_seg.callbacks import ThresholdTuner
+from lightning_seg.errors import ConfigurationError
 from lightning_seg.losses import LossSpec, build_loss
 from lightning_seg.metrics import build_metrics
 from lightning_seg.models import MODELS, AuxiliaryOutput, build_model
@@ -101,6 +102,20 @@ class SegmentationTask(LightningModule):
             if spec := getattr(module, "weight_map", None):
                 return dict(spec)
         return None
+
+    def setup(self, stage: str) -> None:
+        # Losses whose class weights come from the data (median frequency) get them here, from
+        # the datamodule's statistics: the task itself never reads files.
+        for module in self.criterion.modules():
+            if getattr(module, "needs_class_weights", False):
+                datamodule = self.trainer.datamodule if self._trainer is not None else None
+                if not hasattr(datamodule, "median_frequency_weights"):
+                    raise ConfigurationError(
+                        "class_weights: median_frequency needs a datamodule of files "
+                        "(with median_frequency_weights()); give a list of weights instead"
+                    )
+                module.set_class_weights(datamodule.median_frequency_weights())
+                module.to(self.device)
 
     # ----------------------------------------------------------------- forward and steps
     def run_network(self, images: Tensor) -> Tensor | AuxiliaryOutput:

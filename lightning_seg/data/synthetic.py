@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
-from lightning_seg.data.base import SegmentationDataModule
+from lightning_seg.data.base import ArrayDataset, SegmentationDataModule
+from lightning_seg.data.transforms import TransformSpec, build_transform
 
-SPLIT_IDS = {"train": 0, "val": 1, "test": 2, "predict": 3}
+SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
 # Per lesion class: (RGB tint multiplied onto the skin, darkness range, texture strength).
 LESION_STYLES = [
@@ -118,21 +117,6 @@ def generate(
     return images, masks
 
 
-class SyntheticDataset(Dataset):
-    """In-memory synthetic samples as ``{"image": 3xHxW float, "mask": HxW long}`` dicts."""
-
-    def __init__(self, images: np.ndarray, masks: np.ndarray) -> None:
-        # ImageNet-style normalisation, so the same networks work on real photos.
-        self.images = torch.from_numpy((images - 0.5) / 0.25)
-        self.masks = torch.from_numpy(masks.astype(np.int64))
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"image": self.images[index], "mask": self.masks[index]}
-
-
 class SyntheticDataModule(SegmentationDataModule):
     """Synthetic lesion scenes: binary (``num_lesion_classes=1``) or multiclass.
 
@@ -142,6 +126,8 @@ class SyntheticDataModule(SegmentationDataModule):
         num_lesion_classes: 1 gives a binary task (one logit); K > 1 gives K + 1 classes
             (background and K lesion types that differ in colour and texture).
         seed: the data's seed, independent of the training seed.
+        train_transforms: Albumentations pipeline for training (none by default: every sample
+            is already a fresh random scene).
     """
 
     def __init__(
@@ -154,25 +140,29 @@ class SyntheticDataModule(SegmentationDataModule):
         seed: int = 0,
         batch_size: int = 16,
         num_workers: int = 0,
+        train_transforms: TransformSpec | None = None,
     ) -> None:
         if num_lesion_classes < 1:
             raise ValueError(f"num_lesion_classes must be >= 1, got {num_lesion_classes}")
+        super().__init__(batch_size=batch_size, num_workers=num_workers)
         binary = num_lesion_classes == 1
-        super().__init__(
-            batch_size=batch_size,
-            num_workers=num_workers,
-            num_classes=1 if binary else num_lesion_classes + 1,
-            class_names=["lesion"]
+        self.num_classes = 1 if binary else num_lesion_classes + 1
+        self.class_names = (
+            ["lesion"]
             if binary
-            else ["skin", *(f"lesion_{k}" for k in range(1, num_lesion_classes + 1))],
+            else ["skin", *(f"lesion_{k}" for k in range(1, num_lesion_classes + 1))]
         )
         self.size = size
-        self.counts = {"train": num_train, "val": num_val, "test": num_test, "predict": num_test}
+        self.counts = {"train": num_train, "val": num_val, "test": num_test}
         self.num_lesion_classes = num_lesion_classes
         self.seed = seed
+        self.train_transform = build_transform(train_transforms)
 
-    def build_dataset(self, split: str) -> SyntheticDataset:
+    def build_dataset(self, split: str) -> ArrayDataset:
         images, masks = generate(
             self.seed, split, self.counts[split], self.size, self.num_lesion_classes
         )
-        return SyntheticDataset(images, masks)
+        pixels = np.round(images.transpose(0, 2, 3, 1) * 255).astype(np.uint8)
+        weights = np.stack([self.weight_map_of(m) for m in masks]) if self.weight_map else None
+        transform = self.train_transform if split == "train" else None
+        return ArrayDataset(pixels, masks, weights, transform, mean=(0.5,) * 3, std=(0.25,) * 3)

