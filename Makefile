@@ -30,7 +30,7 @@ $(TOOLS)/uv/bin/uv:
 
 # Rebuild the environment only when the dependencies changed.
 $(STAMP): pyproject.toml uv.lock | $(UV)
-	$(UV) sync --locked --extra dev
+	$(UV) sync --locked --all-extras
 	@touch $@
 
 env: $(STAMP) ## build .venv from uv.lock (done by every other target)
