@@ -19,7 +19,7 @@ export UV_LINK_MODE ?= copy
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help env train validate evaluate models check-data bench-models bench-data test test-all lint format clean
+.PHONY: help env train validate evaluate models check-data compare sync bench-models bench-data test test-all lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -49,6 +49,12 @@ models: $(STAMP) ## list the networks with parameters and GFLOPs at 256x256
 
 check-data: $(STAMP) ## audit an experiment's dataset: make check-data EXP=segnet_bce
 	$(PY) -m lightning_seg check-data --experiment $(EXP) $(ARGS)
+
+compare: $(STAMP) ## table and plot of local runs: make compare [ARGS="unet_bce segnet_bce"]
+	$(PY) -m lightning_seg compare $(ARGS)
+
+sync: $(STAMP) ## upload every offline W&B run not yet uploaded
+	$(PY) -m lightning_seg sync $(ARGS)
 
 bench-data: $(STAMP) ## data loading images/s for PH2 with and without the cache (needs PH2)
 	$(PY) benchmarks/dataloader.py $(ARGS)

@@ -14,10 +14,11 @@ import yaml
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from lightning_seg.tracking import flatten
+from lightning_seg.tracking import flatten, git_commit
 
 
 class BestCheckpoint(ModelCheckpoint):
@@ -62,6 +63,16 @@ class RunSummary(Callback):
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start = time.perf_counter()
+        self.history: list[dict[str, float]] = []
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        row: dict[str, float] = {"epoch": trainer.current_epoch}
+        for name, value in trainer.callback_metrics.items():
+            if name.startswith("val/"):
+                row[name] = float(value)
+        self.history.append(row)
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         # teardown, not on_fit_end: it runs after every callback's on_fit_end (threshold tuning).
@@ -91,7 +102,15 @@ class RunSummary(Callback):
             "wall_time_s": round(time.perf_counter() - self._start, 2),
             "run_dir": str(self.run_dir),
             "num_parameters": sum(p.numel() for p in pl_module.parameters()),
+            "model": pl_module.hparams.get("model"),
+            "loss": pl_module.hparams.get("loss"),
+            "history": getattr(self, "history", []),
         }
+        scored = [row for row in self.summary["history"] if self.monitor in row]
+        if scored:  # the other validation metrics of the best epoch
+            best_row = max(scored, key=lambda row: row[self.monitor])
+            self.summary.update({k: v for k, v in best_row.items() if k != self.monitor})
+            self.summary["best_epoch"] = best_row["epoch"]
         if pl_module.hparams.get("num_classes") == 1:
             self.summary["threshold"] = pl_module.hparams.get("threshold")
         if trainer.is_global_zero and not trainer.fast_dev_run:
@@ -119,7 +138,19 @@ class LoggedConfig(SaveConfigCallback):
         config.pop("config", None)  # the paths of the YAML files, not settings
         flat = flatten(config)
         flat["num_parameters"] = sum(p.numel() for p in pl_module.parameters())
+        flat["git_commit"] = git_commit()
+        datamodule = trainer.datamodule
+        if datamodule is not None and hasattr(datamodule, "fingerprint"):
+            flat["dataset"] = datamodule.name
+            flat["dataset_fingerprint"] = datamodule.fingerprint()
         trainer.logger.log_hyperparams(flat)
+        if isinstance(trainer.logger, WandbLogger):
+            # The run's summary keeps the best value, not the last, so the runs table and
+            # parallel-coordinates charts compare runs by their best epoch.
+            run = trainer.logger.experiment
+            for name in ("val/iou", "val/f1", "val/iou_per_image"):
+                run.define_metric(name, summary="max")
+            run.define_metric("val/loss", summary="min")
 
 
 class ThresholdTuner(Callback):

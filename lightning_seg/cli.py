@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from lightning_seg.data import SegmentationDataModule
 from lightning_seg.data.download import DownloadError
 from lightning_seg.data.io import DataError
 from lightning_seg.errors import ConfigurationError
+from lightning_seg.images import PredictionImages
 from lightning_seg.task import SegmentationTask
 from lightning_seg.tracking import choose_wandb_mode, make_wandb_logger, new_run_id, offline_notice
 
@@ -107,6 +110,7 @@ class SegmentationCLI(LightningCLI):
         parser.add_argument(
             "--runs_dir", type=str, default="runs", help="Folder that holds every run's folder."
         )
+        parser.add_class_arguments(TrackingOptions, "tracking")
         for key in LINKED_FROM_DATA:
             parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
 
@@ -179,6 +183,10 @@ class SegmentationCLI(LightningCLI):
                 ]
             self.summary = RunSummary(run_dir, experiment)
             callbacks.append(self.summary)
+        tracking: TrackingOptions = self._get(self.config_init, "tracking")
+        if isinstance(trainer_config["logger"], WandbLogger) and tracking.num_images > 0:
+            callbacks.append(PredictionImages(tracking.images_every_n_epochs, tracking.num_images))
+        self.run_dir = run_dir
         return self._instantiate_trainer(trainer_config, callbacks)
 
     def run_tags(self) -> list[str]:
@@ -186,28 +194,90 @@ class SegmentationCLI(LightningCLI):
         loss = (
             hp["loss"] if isinstance(hp["loss"], str) else "+".join(t["name"] for t in hp["loss"])
         )
-        return [f"model:{hp['model']}", f"loss:{loss}"]
+        tags = [f"model:{hp['model']}", f"loss:{loss}"]
+        args = hp.get("model_args") or {}
+        if encoder := args.get("encoder_name") or args.get("encoder"):
+            tags.append(f"encoder:{encoder}")
+        return tags
 
     # ------------------------------------------------------------------ after the run
     @rank_zero_only
-    def _report(self) -> None:
+    def _report(self, stage: str) -> None:
         logger = self.trainer.logger
+        tracking: TrackingOptions = self._get(self.config_init, "tracking")
+        if stage == "fit" and tracking.log_model and isinstance(logger, WandbLogger):
+            log_best_checkpoint(logger, self.trainer)
+        if stage in ("validate", "test"):
+            evaluation = self.write_evaluation(stage)
         if isinstance(logger, WandbLogger) and logger._experiment is not None:
             notice = offline_notice(logger)
             logger.experiment.finish()  # flush everything before telling where it is
             if notice:
                 print(notice)
-        if self.summary is not None and self.summary.summary:
+        if stage == "fit" and self.summary is not None and self.summary.summary:
             print(self.summary.line())
+        if stage in ("validate", "test"):
+            prefix = "val" if stage == "validate" else "test"
+            scores = " ".join(
+                f"{k}={v:.4f}"
+                for k, v in evaluation.items()
+                if k in (f"{prefix}/iou", f"{prefix}/f1")
+            )
+            print(f"{stage} done: {scores} checkpoint={evaluation.get('checkpoint') or 'none'}")
+
+    def write_evaluation(self, stage: str) -> dict[str, Any]:
+        """``validate_summary.json`` / ``test_summary.json`` in the run folder, for ``compare``."""
+        config = self.config[self.subcommand]
+        evaluation = {
+            "experiment": self.experiment_name(),
+            "checkpoint": str(Path(config.ckpt_path).resolve()) if config.ckpt_path else None,
+            **{k: float(v) for k, v in self.trainer.callback_metrics.items()},
+        }
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / f"{stage}_summary.json"
+        path.write_text(json.dumps(evaluation, indent=2) + "\n")
+        return evaluation
 
     def after_fit(self) -> None:
-        self._report()
+        self._report("fit")
 
     def after_validate(self) -> None:
-        self._report()
+        self._report("validate")
 
     def after_test(self) -> None:
-        self._report()
+        self._report("test")
+
+
+@dataclass
+class TrackingOptions:
+    """What runs log besides metrics.
+
+    Args:
+        images_every_n_epochs: log prediction images every N epochs (default: 4 times a run).
+        num_images: fixed validation / test images logged with their masks (0: none).
+        log_model: upload the best checkpoint as a W&B model artifact at the end of fit.
+    """
+
+    images_every_n_epochs: int | None = None
+    num_images: int = 8
+    log_model: bool = False
+
+
+def log_best_checkpoint(logger: WandbLogger, trainer: Trainer) -> None:
+    """The best checkpoint as a W&B model artifact (aliases ``best`` and ``latest``)."""
+    import wandb
+
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+    if not best:
+        return
+    score = getattr(trainer.checkpoint_callback, "best_model_score", None)
+    artifact = wandb.Artifact(
+        name=f"model-{logger.experiment.id}",
+        type="model",
+        metadata={"val/iou": float(score) if score is not None else None, "file": Path(best).name},
+    )
+    artifact.add_file(best, name="best.ckpt")
+    logger.experiment.log_artifact(artifact, aliases=["best", "latest"])
 
 
 def _models(argv: list[str]) -> int:
@@ -228,8 +298,26 @@ def _check_data(argv: list[str]) -> int:
     return check_data_command(argv)
 
 
+def _compare(argv: list[str]) -> int:
+    from lightning_seg.runs import compare_command
+
+    return compare_command(argv)
+
+
+def _sync(argv: list[str]) -> int:
+    from lightning_seg.runs import sync_command
+
+    return sync_command(argv)
+
+
 # Subcommands beyond LightningCLI's fit / validate / test / predict.
-TOOLS = {"models": _models, "convert-weights": _convert_weights, "check-data": _check_data}
+TOOLS = {
+    "models": _models,
+    "convert-weights": _convert_weights,
+    "check-data": _check_data,
+    "compare": _compare,
+    "sync": _sync,
+}
 
 
 def main(argv: list[str] | None = None) -> SegmentationCLI | None:

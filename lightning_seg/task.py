@@ -43,6 +43,7 @@ class SegmentationTask(LightningModule):
             ``test`` and ``predict`` use it.
         channels_last: keep the network and batches in channels-last memory format, which
             oneDNN (CPU) and tensor cores (GPU) run faster (10-35 % per step on CPU here).
+        compile: ``torch.compile`` the network (in place, so checkpoints keep their keys).
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class SegmentationTask(LightningModule):
         threshold: float = 0.5,
         tune_threshold: bool = False,
         channels_last: bool = True,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
@@ -79,6 +81,8 @@ class SegmentationTask(LightningModule):
         )
         if hp["channels_last"]:
             self.network = self.network.to(memory_format=torch.channels_last)
+        if hp.get("compile"):
+            self.network.compile()
 
     def configure_losses(self) -> None:
         self.criterion = build_loss(self.hparams["loss"], self.mode, self.hparams["ignore_index"])
@@ -212,6 +216,12 @@ class SegmentationTask(LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Prediction on new images must prepare them as training did: keep how, with the weights.
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if datamodule is not None and hasattr(datamodule, "inference_settings"):
+            checkpoint["lightning_seg"] = datamodule.inference_settings()
 
     def on_train_start(self) -> None:
         # A resumed run restores the scheduler with the old total; when max_epochs grew, stretch

@@ -6,6 +6,7 @@ import netrc
 import os
 import re
 import secrets
+import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -69,6 +70,35 @@ def new_run_id() -> str:
     return run_id
 
 
+def display_name(run_dir: Path, experiment: str) -> str:
+    """The experiment's name, with ``-2``, ``-3``, ... when it already has earlier runs here."""
+    parent = run_dir.parent
+    earlier = (
+        [p for p in parent.iterdir() if p.is_dir() and p.name < run_dir.name]
+        if parent.is_dir()
+        else []
+    )
+    return experiment if not earlier else f"{experiment}-{len(earlier) + 1}"
+
+
+def git_commit(path: Path | None = None) -> str | None:
+    """The commit of the code that runs (``<sha>-dirty`` with local changes), None outside git."""
+    cwd = path or Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        result = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        )
+        return result.stdout.strip()
+
+    try:
+        sha = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{sha}-dirty" if dirty else sha
+
+
 def make_wandb_logger(
     run_dir: Path,
     experiment: str,
@@ -78,9 +108,10 @@ def make_wandb_logger(
     tags: list[str] | None = None,
 ) -> WandbLogger:
     """The default logger: one W&B run per experiment run, stored inside the run folder."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if process_rank() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
     return WandbLogger(
-        name=experiment,
+        name=display_name(run_dir, experiment),
         project=os.environ.get("WANDB_PROJECT", DEFAULT_PROJECT),
         save_dir=str(run_dir),
         id=re.sub(r"[^a-z0-9]", "", run_id.lower()) + job_type[:1],

@@ -38,7 +38,7 @@ def test_experiment_fast_dev_run(name, tmp_path, shared_cache, monkeypatch):
     monkeypatch.setenv("LIGHTNING_SEG_CACHE", str(shared_cache))
     cli = main(["fit", f"--experiment={name}", f"--runs_dir={tmp_path}",
                 "--trainer.fast_dev_run=true", "--trainer.enable_progress_bar=false",
-                *OFFLINE.get(name, [])])  # fmt: skip
+                "--data.init_args.batch_size=2", *OFFLINE.get(name, [])])  # fmt: skip
     assert cli.trainer.global_step == 1
 
 

@@ -11,6 +11,8 @@ the Albumentations pipelines. A dataset file only says where its files are and h
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -185,6 +187,23 @@ class SegmentationDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test")
+
+    def fingerprint(self) -> str:
+        """Identifies the data a run saw (W&B config), so two runs can be checked to compare
+        like with like: here the generating settings; for files, the files themselves."""
+        settings = {k: v for k, v in vars(self).items() if isinstance(v, int | float | str)}
+        return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+    def inference_settings(self) -> dict[str, Any]:
+        """What prediction on new images needs to prepare them as training did (stored in
+        checkpoints)."""
+        return {
+            "mean": list(getattr(self, "mean", IMAGENET_MEAN)),
+            "std": list(getattr(self, "std", IMAGENET_STD)),
+            "image_size": list(getattr(self, "image_size", (256, 256))),
+            "in_channels": self.in_channels,
+            "class_names": list(self.class_names),
+        }
 
     def describe(self) -> dict[str, Any]:
         """Facts about the data that runs record (W&B config, summaries)."""
@@ -448,6 +467,13 @@ class FileDataModule(SegmentationDataModule):
         weights = np.zeros_like(freq)
         weights[seen] = np.median(freq[seen]) / freq[seen]
         return weights.round(4).tolist()
+
+    def fingerprint(self) -> str:
+        splits = self.splits()
+        files = [
+            path for split in splits.values() for pair in split for path in (pair.image, pair.mask)
+        ]
+        return cache.fingerprint(files, {"size": self.image_size, "tile": self.tile})
 
     def describe(self) -> dict[str, Any]:
         splits = self.splits()

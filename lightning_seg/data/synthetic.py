@@ -158,6 +158,10 @@ class SyntheticDataModule(SegmentationDataModule):
         self.seed = seed
         self.train_transform = build_transform(train_transforms)
 
+    def inference_settings(self) -> dict:
+        return {**super().inference_settings(), "mean": [0.5] * 3, "std": [0.25] * 3,
+                "image_size": [self.size, self.size]}  # fmt: skip
+
     def build_dataset(self, split: str) -> ArrayDataset:
         images, masks = generate(
             self.seed, split, self.counts[split], self.size, self.num_lesion_classes

@@ -1,0 +1,171 @@
+"""Runs written locally: compare them without the dashboard, and upload offline W&B runs.
+
+A fit run folder holds ``summary.json`` (best val IoU, the other validation metrics of that
+epoch, per-epoch history, parameters, wall time) and ``config.yaml``; a test run folder holds
+``test_summary.json`` naming the checkpoint it tested. Both exist whether the W&B run stayed
+offline or went online, so ``compare`` works on either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lightning_seg.errors import ConfigurationError
+
+
+@dataclass
+class Run:
+    folder: Path
+    summary: dict[str, Any]
+    tests: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return str(self.summary.get("experiment", self.folder.parent.name))
+
+
+def loss_name(loss: Any) -> str:
+    if isinstance(loss, list):
+        return "+".join(str(term.get("name")) for term in loss)
+    return str(loss)
+
+
+def find_runs(targets: list[str], runs_dir: Path) -> list[Run]:
+    """Fit runs named by folder or experiment name (every run of it); all runs when none given."""
+    folders: list[Path] = []
+    for target in targets or [str(runs_dir)]:
+        path = Path(target)
+        if not path.exists():
+            path = runs_dir / target
+        if not path.exists():
+            raise ConfigurationError(
+                f"no run folder or experiment named {target!r} under {runs_dir}"
+            )
+        found = [path] if (path / "summary.json").is_file() else sorted(
+            p.parent for p in path.rglob("summary.json")
+        )  # fmt: skip
+        folders.extend(found)
+    tests: dict[Path, list[dict[str, Any]]] = {}
+    for test_file in runs_dir.rglob("test_summary.json") if runs_dir.is_dir() else []:
+        result = json.loads(test_file.read_text())
+        if result.get("checkpoint"):
+            tests.setdefault(Path(result["checkpoint"]).parent.parent, []).append(result)
+    runs = []
+    for folder in dict.fromkeys(folders):
+        summary = json.loads((folder / "summary.json").read_text())
+        runs.append(Run(folder, summary, tests.get(folder.resolve(), [])))
+    return runs
+
+
+def table(runs: list[Run]) -> str:
+    """The comparison table of the source notebooks, as Markdown."""
+    header = ("experiment", "model", "loss", "best val IoU", "val F1", "test IoU", "epochs",
+              "params (M)", "wall time", "run")  # fmt: skip
+    rows = []
+    for run in runs:
+        s = run.summary
+        test_iou = max((t["test/iou"] for t in run.tests if "test/iou" in t), default=None)
+        rows.append((
+            run.name, str(s.get("model", "?")), loss_name(s.get("loss", "?")),
+            f"{s.get('val/iou', float('nan')):.4f}",
+            f"{s['val/f1']:.4f}" if "val/f1" in s else "-",
+            f"{test_iou:.4f}" if test_iou is not None else "-",
+            str(s.get("epochs", "?")), f"{s.get('num_parameters', 0) / 1e6:.2f}",
+            f"{s.get('wall_time_s', 0):.0f} s", run.folder.name,
+        ))  # fmt: skip
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |",
+             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]  # fmt: skip
+    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
+              for r in rows]  # fmt: skip
+    return "\n".join(lines)
+
+
+def plot(runs: list[Run], output: Path) -> Path:
+    """Validation IoU per epoch of every run, one line each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for run in runs:
+        history = [row for row in run.summary.get("history", []) if "val/iou" in row]
+        if history:
+            epochs = [r["epoch"] + 1 for r in history]
+            label = f"{run.name} ({run.folder.name[-6:]})"
+            ax.plot(epochs, [r["val/iou"] for r in history], marker="o", markersize=3, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val IoU")
+    ax.set_title("Validation IoU per epoch")
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=8)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return output
+
+
+def compare_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lightning-seg compare",
+        description="Compare local runs: a table of their results and a plot of val IoU per epoch.",
+    )
+    parser.add_argument("runs", nargs="*", help="run folders or experiment names (default: all)")
+    parser.add_argument("--runs_dir", type=Path, default=Path("runs"))
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="where to save the PNG (default: <runs_dir>/compare.png)")  # fmt: skip
+    args = parser.parse_args(argv)
+    runs = find_runs(args.runs, args.runs_dir)
+    if not runs:
+        print(f"no finished fit runs under {args.runs_dir}")
+        return 1
+    runs.sort(key=lambda r: -r.summary.get("val/iou", float("-inf")))
+    print(table(runs))
+    print(f"plot: {plot(runs, args.plot or args.runs_dir / 'compare.png')}")
+    return 0
+
+
+def offline_runs(runs_dir: Path) -> list[Path]:
+    """Offline W&B runs not uploaded yet (``wandb sync`` leaves a ``.synced`` marker)."""
+    pending = []
+    for folder in sorted(runs_dir.rglob("offline-run-*")) if runs_dir.is_dir() else []:
+        if folder.is_dir() and not list(folder.glob("*.wandb.synced")):
+            pending.append(folder)
+    return pending
+
+
+def sync_command(argv: list[str]) -> int:
+    from lightning_seg.tracking import has_wandb_credentials
+
+    parser = argparse.ArgumentParser(
+        prog="lightning-seg sync", description="Upload every offline W&B run not yet uploaded."
+    )
+    parser.add_argument("--runs_dir", type=Path, default=Path("runs"))
+    parser.add_argument("--dry-run", action="store_true", help="list them, upload nothing")
+    args = parser.parse_args(argv)
+    pending = offline_runs(args.runs_dir)
+    if not pending:
+        print(f"nothing to upload: no offline W&B runs pending under {args.runs_dir}")
+        return 0
+    print(f"{len(pending)} offline run(s) to upload:")
+    for folder in pending:
+        print(f"  {folder}")
+    if args.dry_run:
+        return 0
+    if not has_wandb_credentials():
+        raise ConfigurationError("no W&B credentials: run `wandb login` (or set WANDB_API_KEY)")
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
+    failed = 0
+    for folder in pending:
+        result = subprocess.run([sys.executable, "-m", "wandb", "sync", str(folder)], env=env)
+        failed += result.returncode != 0
+    return 1 if failed else 0

@@ -1,0 +1,176 @@
+"""Runs that compare well: W&B names, groups, tags, configs, best-value summaries, prediction
+images and model artifacts; local comparison; offline sync; reproducibility; precision and
+compilation; and distributed runs on the CPU (gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lightning_seg.cli import main
+from lightning_seg.runs import offline_runs
+from lightning_seg.wandb_offline import read_offline_run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def args(runs: Path, *extra: str) -> list[str]:
+    return [
+        "--experiment=quickstart",
+        f"--runs_dir={runs}",
+        "--trainer.max_epochs=2",
+        "--trainer.limit_train_batches=3",
+        "--trainer.limit_val_batches=2",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--data.init_args.size=32",
+        "--data.init_args.num_train=24",
+        "--data.init_args.num_val=8",
+        "--data.init_args.num_test=8",
+        "--data.init_args.batch_size=4",
+        "--model.model_args.depth=2",
+        "--model.model_args.base_channels=4",
+        *extra,
+    ]
+
+
+def wandb_run(run_dir: Path):
+    (run_file,) = run_dir.glob("wandb/offline-run-*/*.wandb")
+    return read_offline_run(run_file)
+
+
+def records(run_dir: Path) -> set[str]:
+    from wandb.proto import wandb_internal_pb2
+
+    from lightning_seg.wandb_offline import iter_records
+
+    (run_file,) = run_dir.glob("wandb/offline-run-*/*.wandb")
+    kinds = set()
+    for raw in iter_records(run_file):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(raw)
+        kinds.add(record.WhichOneof("record_type"))
+    return kinds
+
+
+def test_wandb_run_is_named_grouped_tagged_and_keeps_best_values(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    main(["fit", *args(runs, "--tracking.log_model=true")])
+    monkeypatch.delenv("LIGHTNING_SEG_RUN_ID", raising=False)
+    main(["fit", *args(runs)])
+    first, second = sorted((runs / "quickstart").iterdir())
+    run = wandb_run(first)
+    assert run.name == "quickstart" and wandb_run(second).name == "quickstart-2"
+    assert run.config["dataset"] == "synthetic" and len(run.config["dataset_fingerprint"]) == 16
+    assert run.config["model.model"] == "unet" and run.config["num_parameters"] > 0
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", str(run.config["git_commit"]))
+    ious = run.metric("val/iou")
+    best = run.summary["val/iou"]
+    assert (best["max"] if isinstance(best, dict) else best) == pytest.approx(max(ious))
+    # Prediction images with both mask layers and the class labels.
+    (images,) = [row for row in run.history if "val/predictions/count" in row][-1:]
+    assert images["val/predictions/count"] == 8
+    assert images["val/predictions/_type"] == "images/separated"
+    assert {"ground_truth", "prediction"} <= set(images["val/predictions/all_masks"][0])
+    assert "artifact" in records(first) and "artifact" not in records(second)
+
+
+def test_group_tags_and_job_type(tmp_path):
+    cli = main(["fit", *args(tmp_path, "--trainer.max_epochs=1")])
+    logger = cli.trainer.logger
+    assert logger._wandb_init["group"] == "synthetic"
+    assert logger._wandb_init["job_type"] == "fit"
+    assert set(logger._wandb_init["tags"]) == {"model:unet", "loss:bce+dice"}
+
+
+def test_compare_table_and_plot_with_test_results(tmp_path, monkeypatch, capsys):
+    runs = tmp_path / "runs"
+    main(["fit", *args(runs)])
+    run_dir = next((runs / "quickstart").iterdir())
+    best = json.loads((run_dir / "summary.json").read_text())["best_checkpoint"]
+    monkeypatch.delenv("LIGHTNING_SEG_RUN_ID", raising=False)
+    main(["test", *args(runs), f"--ckpt_path={best}"])
+    capsys.readouterr()
+    main(["compare", "quickstart", "--runs_dir", str(runs), "--plot", str(tmp_path / "c.png")])
+    out = capsys.readouterr().out
+    header, _, row = out.splitlines()[:3]
+    for column in ("experiment", "model", "loss", "best val IoU", "val F1", "test IoU",
+                   "epochs", "params (M)", "wall time"):  # fmt: skip
+        assert column in header
+    summary = json.loads((run_dir / "summary.json").read_text())
+    test = json.loads(next(runs.rglob("test_summary.json")).read_text())
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:3] == ["quickstart", "unet", "bce+dice"]
+    assert cells[3] == f"{summary['val/iou']:.4f}" and cells[5] == f"{test['test/iou']:.4f}"
+    assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_sync_lists_pending_offline_runs_and_needs_credentials(tmp_path, monkeypatch, capsys):
+    runs = tmp_path / "runs"
+    main(["fit", *args(runs, "--trainer.max_epochs=1")])
+    (pending,) = offline_runs(runs)
+    main(["sync", "--runs_dir", str(runs), "--dry-run"])
+    assert str(pending) in capsys.readouterr().out
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sync", "--runs_dir", str(runs)])
+    assert exit_info.value.code == 2 and "wandb login" in capsys.readouterr().err
+    (pending / f"{next(pending.glob('*.wandb')).name}.synced").touch()
+    assert offline_runs(runs) == []
+
+
+def test_same_seed_gives_the_same_val_iou(tmp_path, monkeypatch):
+    longer = ["--trainer.logger=false", "--trainer.max_epochs=4", "--trainer.limit_train_batches=6",
+              "--model.model_args.base_channels=8"]  # fmt: skip
+    first = main(["fit", *args(tmp_path / "a", *longer)])
+    monkeypatch.delenv("LIGHTNING_SEG_RUN_ID", raising=False)
+    second = main(["fit", *args(tmp_path / "b", *longer)])
+    one = first.summary.summary["val/iou"]
+    assert one == second.summary.summary["val/iou"] and one > 0
+
+
+def test_compiled_network_trains(tmp_path):
+    # One graph (the training step) keeps the inductor compile time of this test low.
+    cli = main(["fit", *args(tmp_path, "--trainer.logger=false", "--model.compile=true",
+                             "--trainer.max_epochs=1", "--trainer.limit_val_batches=0",
+                             "--trainer.num_sanity_val_steps=0")])  # fmt: skip
+    assert cli.trainer.global_step == 3
+    assert cli.model.network._compiled_call_impl is not None
+
+
+def run_cli(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lightning_seg", *argv], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+@pytest.mark.timeout(900)
+def test_ddp_on_two_cpu_processes(tmp_path):
+    """One run folder, one W&B run, one summary line; metrics synchronised across processes."""
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    env.pop("LIGHTNING_SEG_RUN_ID", None)
+    runs = tmp_path / "runs"
+    ddp = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
+    common = args(runs, "--trainer.max_epochs=1", "--data.init_args.num_val=16")
+    fit = run_cli("fit", *common, *ddp, env=env)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    assert fit.stdout.count("fit done: val/iou=") == 1
+    (run_dir,) = (runs / "quickstart").iterdir()
+    assert len(list(run_dir.glob("wandb/offline-run-*"))) == 1
+    best = json.loads((run_dir / "summary.json").read_text())["best_checkpoint"]
+
+    scores = {}
+    for devices in ("1", "2"):
+        flags = [*ddp[:1], f"--trainer.devices={devices}", "--trainer.logger=false"]
+        if devices == "2":
+            flags.append("--trainer.strategy=ddp")
+        out = run_cli("validate", *common, *flags, f"--ckpt_path={best}", env=env)
+        assert out.returncode == 0, out.stderr[-3000:]
+        scores[devices] = float(re.search(r"val/iou=([0-9.]+)", out.stdout).group(1))
+    assert scores["1"] == pytest.approx(scores["2"], abs=1e-4)
