@@ -74,7 +74,7 @@ def display_name(run_dir: Path, experiment: str) -> str:
     """The experiment's name, with ``-2``, ``-3``, ... when it already has earlier runs here."""
     parent = run_dir.parent
     earlier = (
-        [p for p in parent.iterdir() if p.is_dir() and p.name < run_dir.name]
+        [p for p in parent.iterdir() if p.is_dir() and p.name != run_dir.name]
         if parent.is_dir()
         else []
     )
