@@ -19,7 +19,7 @@ export UV_LINK_MODE ?= copy
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help env train validate evaluate models check-data compare sync bench-models bench-data test test-all lint format clean
+.PHONY: help env train validate evaluate models check-data compare sync predict export bench-models bench-predict bench-data test test-all lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -55,6 +55,15 @@ compare: $(STAMP) ## table and plot of local runs: make compare [ARGS="unet_bce 
 
 sync: $(STAMP) ## upload every offline W&B run not yet uploaded
 	$(PY) -m lightning_seg sync $(ARGS)
+
+predict: $(STAMP) ## masks for new images: make predict CKPT=path INPUT=folder OUTPUT=folder [ARGS="--tta flips --overlay"]
+	$(PY) -m lightning_seg predict --ckpt $(CKPT) --input $(INPUT) --output $(OUTPUT) $(ARGS)
+
+export: $(STAMP) ## ONNX or TorchScript: make export CKPT=path FORMAT=onnx OUTPUT=model.onnx
+	$(PY) -m lightning_seg export --ckpt $(CKPT) --format $(or $(FORMAT),onnx) --output $(OUTPUT) $(ARGS)
+
+bench-predict: $(STAMP) ## predict images/s on PH2-sized images, with and without TTA
+	$(PY) benchmarks/predict.py $(ARGS)
 
 bench-data: $(STAMP) ## data loading images/s for PH2 with and without the cache (needs PH2)
 	$(PY) benchmarks/dataloader.py $(ARGS)

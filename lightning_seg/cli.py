@@ -310,8 +310,21 @@ def _sync(argv: list[str]) -> int:
     return sync_command(argv)
 
 
+def _predict_files(argv: list[str]) -> int:
+    from lightning_seg.inference import predict_command
+
+    return predict_command(argv)
+
+
+def _export(argv: list[str]) -> int:
+    from lightning_seg.export import export_command
+
+    return export_command(argv)
+
+
 # Subcommands beyond LightningCLI's fit / validate / test / predict.
 TOOLS = {
+    "export": _export,
     "models": _models,
     "convert-weights": _convert_weights,
     "check-data": _check_data,
@@ -324,9 +337,13 @@ def main(argv: list[str] | None = None) -> SegmentationCLI | None:
     """Entry point of ``lightning-seg`` and ``python -m lightning_seg``."""
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in TOOLS:
+    # `predict --ckpt C --input ...` predicts files at full resolution; `predict --experiment ...
+    # --ckpt_path C` stays LightningCLI's predict over the datamodule's test split.
+    files = bool(argv) and argv[0] == "predict" and any(a.startswith("--input") for a in argv)
+    if argv and (argv[0] in TOOLS or files):
+        tool = _predict_files if files else TOOLS[argv[0]]
         try:
-            code = TOOLS[argv[0]](argv[1:])
+            code = tool(argv[1:])
         except USER_ERRORS as error:
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(2) from None

@@ -203,6 +203,7 @@ class SegmentationDataModule(LightningDataModule):
             "image_size": list(getattr(self, "image_size", (256, 256))),
             "in_channels": self.in_channels,
             "class_names": list(self.class_names),
+            "tiled": bool(getattr(self, "tile", False)),
         }
 
     def describe(self) -> dict[str, Any]:

@@ -1,0 +1,407 @@
+"""Export a trained network to ONNX or TorchScript: ``lightning-seg export``.
+
+What is exported is the network alone, in eval mode, main head only: normalised images
+N x C x H x W float32 (``(pixel / 255 - mean) / std``) in, logits N x num_classes x H x W out.
+The normalisation, class names, threshold and training size travel with the file (ONNX
+``metadata_props``; a ``lightning_seg.json`` extra file in TorchScript), since a deployment needs
+them to prepare images and read the output.
+
+Batch, height and width are dynamic. Networks that pad their input to a multiple of their stride
+(U-Net, SegNet, SMP) choose the padding with a Python ``if`` on the input's shape, which tracing
+and ``torch.export`` would freeze at the example size; :class:`ExportModule` therefore pads to the
+stride itself, computing the pad from the input's shape in the graph, so the network's own ``if``
+always sees a multiple and both sizes stay right. Networks with adaptive pooling to several bins
+(PSPNet's pyramid) cannot be exported to ONNX with dynamic height and width by the current
+exporter (the pooling windows would be fixed at the example size, silently wrong at others), so
+for them only the batch is dynamic and H x W is fixed at the training size, which is how
+``predict`` feeds them anyway (resized images or tiles).
+
+Every file is checked before it is published: it is written to a temporary file, run (ONNX
+Runtime, or the loaded TorchScript module) on random inputs at two batch sizes and two spatial
+sizes (one not the example size, where dynamic), compared with PyTorch, and only then renamed
+into place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_seg.errors import ConfigurationError
+from lightning_seg.inference import load_task, temporary_path
+
+FORMATS = ("onnx", "torchscript")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
+DEFAULT_OPSET = 18
+# Largest accepted |exported - PyTorch| in float32, relative to max(1, max |logit|).
+TOLERANCE = 1e-4
+
+
+class ExportModule(nn.Module):
+    """The network as exported: pads H and W to its stride in the graph, crops the logits back.
+
+    Reflection padding, as the networks' own ``pad_to_multiple`` uses, so results equal the
+    network's for every input side of at least the pad (one stride covers every case).
+    """
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        self.stride = int(getattr(network, "stride", 1) or 1)
+
+    def forward(self, images: Tensor) -> Tensor:
+        height, width = images.shape[-2], images.shape[-1]
+        if self.stride > 1:
+            pad_h = (self.stride - height % self.stride) % self.stride
+            pad_w = (self.stride - width % self.stride) % self.stride
+            images = F.pad(images, [0, pad_w, 0, pad_h], mode="reflect")
+        logits = self.network(images)
+        return logits[:, :, :height, :width]
+
+
+def fixed_size_reason(network: nn.Module) -> str | None:
+    """Why H x W must be fixed in ONNX, or None: adaptive pooling to more than one bin."""
+    for name, module in network.named_modules():
+        if isinstance(module, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d):
+            size = module.output_size
+            sizes = size if isinstance(size, tuple | list) else (size, size)
+            if any(s not in (1, None) for s in sizes):
+                return f"{name} is {type(module).__name__}({size})"
+    return None
+
+
+def export_metadata(settings: dict[str, Any], dynamic_spatial: bool, stride: int) -> dict[str, str]:
+    """What a deployment needs beside the graph, as strings (JSON for lists)."""
+    size = settings["image_size"]
+    return {
+        "producer": "lightning_seg",
+        "model": settings.get("model", ""),
+        "input": "images: N x C x H x W float32, (pixel / 255 - mean) / std, RGB or grey",
+        "output": "logits: N x num_classes x H x W; binary: sigmoid > threshold; else argmax",
+        "mean": json.dumps(settings["mean"]),
+        "std": json.dumps(settings["std"]),
+        "in_channels": str(settings["in_channels"]),
+        "num_classes": str(settings["num_classes"]),
+        "class_names": json.dumps(settings["class_names"]),
+        "threshold": str(settings["threshold"]),
+        "image_size": json.dumps(size),
+        "dynamic_spatial": "true" if dynamic_spatial else f"false (H x W fixed at {size})",
+        "stride": str(stride),
+    }
+
+
+def check_sizes(
+    example: tuple[int, int], dynamic_spatial: bool, stride: int
+) -> list[tuple[int, int]]:
+    """Spatial sizes for the parity check: the example size and, where dynamic, another one that
+    is no multiple of the stride (so the in-graph padding is exercised)."""
+    if not dynamic_spatial:
+        return [example]
+    height, width = example
+    other = (max(stride, height * 3 // 4) + 3, width + max(stride, 8) + 5)
+    return [example, other]
+
+
+def parity(
+    run: Callable[[np.ndarray], np.ndarray],
+    network: nn.Module,
+    in_channels: int,
+    sizes: list[tuple[int, int]],
+    batches: tuple[int, ...] = (1, 3),
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Max |exported - PyTorch| over random inputs at each batch size and spatial size, and the
+    largest |logit| (the scale the difference is judged against)."""
+    generator = torch.Generator().manual_seed(seed)
+    worst, scale = 0.0, 0.0
+    for (height, width), batch in ((s, b) for s in sizes for b in batches):
+        images = torch.randn(batch, in_channels, height, width, generator=generator)
+        with torch.inference_mode():
+            expected = network(images).float().numpy()
+        got = run(images.numpy())
+        if got.shape != expected.shape:
+            raise ConfigurationError(
+                f"exported model returns {got.shape} for input {tuple(images.shape)}, "
+                f"PyTorch {expected.shape}"
+            )
+        worst = max(worst, float(np.abs(got - expected).max()))
+        scale = max(scale, float(np.abs(expected).max()))
+    return worst, scale
+
+
+def _passes(difference: float, scale: float) -> bool:
+    return difference <= TOLERANCE * max(1.0, scale)
+
+
+@contextmanager
+def _temporary(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path``, renamed onto it when the block succeeds, removed
+    otherwise: a reader never sees a half-written or unchecked export."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporters' chatter (tracer warnings, onnx_ir notes about empty attributes)."""
+    loggers = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript", "torch.onnx")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def prepare(network: nn.Module) -> nn.Module:
+    """A copy of the network in eval mode, contiguous memory format, on the CPU."""
+    network = copy.deepcopy(network).cpu().eval()
+    return network.to(memory_format=torch.contiguous_format)
+
+
+# ----------------------------------------------------------------------------- ONNX
+def export_onnx(
+    network: nn.Module,
+    path: str | os.PathLike[str],
+    settings: dict[str, Any],
+    example_size: tuple[int, int] | None = None,
+    opset: int = DEFAULT_OPSET,
+    fixed_size: bool | None = None,
+    check: bool = True,
+) -> dict[str, Any]:
+    """Export ``network`` to ONNX at ``path`` with the dynamo exporter; returns what was done
+    (``dynamic_spatial``, ``max_abs_diff`` and ``max_abs_logit`` when checked).
+
+    ``fixed_size`` None decides by :func:`fixed_size_reason`; True fixes H x W at
+    ``example_size`` (the training size by default).
+    """
+    try:
+        import onnxruntime  # noqa: F401  (needed for the check; fail before the slow export)
+        from torch.export import Dim
+    except ImportError as error:
+        raise ConfigurationError(
+            f"ONNX export needs the export extra (pip install 'lightning-seg[export]'): {error}"
+        ) from None
+    if opset < 17:
+        raise ConfigurationError(f"--opset must be 17 or more, not {opset}")
+    path = Path(path)
+    network = prepare(network)
+    module = ExportModule(network).eval()
+    size = tuple(example_size or settings["image_size"])
+    reason = fixed_size_reason(network) if fixed_size is None else None
+    dynamic_spatial = not (fixed_size or reason)
+    axes = {0: Dim.DYNAMIC, 2: Dim.DYNAMIC, 3: Dim.DYNAMIC} if dynamic_spatial else {0: Dim.DYNAMIC}
+    example = torch.randn(2, settings["in_channels"], *size)
+    with _quiet_exporter(), torch.no_grad():
+        program = torch.onnx.export(
+            module,
+            (example,),
+            dynamo=True,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_shapes={"images": axes},
+            opset_version=opset,
+            verbose=False,
+        )
+    assert program is not None
+    program.model.metadata_props.update(export_metadata(settings, dynamic_spatial, module.stride))
+    result: dict[str, Any] = {"dynamic_spatial": dynamic_spatial, "fixed_reason": reason}
+    with _temporary(path) as tmp:
+        with _quiet_exporter():
+            # One self-contained file (no external ``.data`` beside it): renamed atomically,
+            # and fine below ONNX's 2 GB protobuf limit, far above these networks.
+            program.save(str(tmp), external_data=False)
+        if check:
+            sizes = check_sizes(size, dynamic_spatial, module.stride)
+            difference, scale = parity(onnx_runner(tmp), network, settings["in_channels"], sizes)
+            result.update(max_abs_diff=difference, max_abs_logit=scale, sizes=sizes)
+            if not _passes(difference, scale):
+                raise ConfigurationError(
+                    f"ONNX parity check failed: max |onnx - torch| = {difference:.3g} "
+                    f"(largest logit {scale:.3g}) at sizes {sizes}; nothing was written"
+                )
+    return result
+
+
+def onnx_runner(path: str | os.PathLike[str]) -> Callable[[np.ndarray], np.ndarray]:
+    """A function that runs an exported ONNX file with ONNX Runtime on the CPU."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(
+        str(path), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    name = session.get_inputs()[0].name
+
+    def run(images: np.ndarray) -> np.ndarray:
+        return session.run(None, {name: images.astype(np.float32)})[0]
+
+    return run
+
+
+# ----------------------------------------------------------------------------- TorchScript
+def export_torchscript(
+    network: nn.Module,
+    path: str | os.PathLike[str],
+    settings: dict[str, Any],
+    example_size: tuple[int, int] | None = None,
+    check: bool = True,
+) -> dict[str, Any]:
+    """Export ``network`` to TorchScript at ``path``; returns how (``method``) and the parity.
+
+    Tracing records the in-graph padding of :class:`ExportModule` with dynamic sizes; whether the
+    rest of a network traces shape-independently is checked at a second size, and when it does
+    not (or tracing fails: SegNet's unpooling) scripting is tried. A network that neither keeps
+    right at both sizes is refused with the reasons.
+    """
+    path = Path(path)
+    network = prepare(network)
+    module = ExportModule(network).eval()
+    size = tuple(example_size or settings["image_size"])
+    channels = settings["in_channels"]
+    sizes = check_sizes(size, True, module.stride)
+    failures: list[str] = []
+    for method in ("trace", "script"):
+        try:
+            with _quiet_exporter(), torch.no_grad():
+                if method == "trace":
+                    example = torch.randn(2, channels, *size)
+                    compiled = torch.jit.trace(module, example, check_trace=False)
+                else:
+                    compiled = torch.jit.script(module)
+        except Exception as error:  # the exporters raise anything from deep inside
+            failures.append(f"{method}: {str(error).strip().splitlines()[0][:200]}")
+            continue
+        difference, scale = parity(_torch_runner(compiled), network, channels, sizes)
+        if _passes(difference, scale):
+            break
+        failures.append(f"{method}: differs by {difference:.3g} at another input size")
+    else:
+        raise ConfigurationError(
+            f"TorchScript cannot export this network with dynamic sizes ({'; '.join(failures)}); "
+            "use --format onnx"
+        )
+    metadata = export_metadata(settings, True, module.stride)
+    result: dict[str, Any] = {"method": method, "dynamic_spatial": True}
+    with _temporary(path) as tmp:
+        with _quiet_exporter():  # this torch warns that TorchScript is deprecated
+            torch.jit.save(
+                compiled, str(tmp), _extra_files={"lightning_seg.json": json.dumps(metadata)}
+            )
+            loaded = torch.jit.load(str(tmp), map_location="cpu") if check else None
+        if loaded is not None:
+            difference, scale = parity(_torch_runner(loaded), network, channels, sizes, seed=1)
+            result.update(max_abs_diff=difference, max_abs_logit=scale, sizes=sizes)
+            if not _passes(difference, scale):
+                raise ConfigurationError(
+                    f"TorchScript parity check failed: max difference {difference:.3g}; "
+                    "nothing was written"
+                )
+    return result
+
+
+def _torch_runner(module: nn.Module | torch.jit.ScriptModule) -> Callable[[np.ndarray], np.ndarray]:
+    def run(images: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(images)).float().numpy()
+
+    return run
+
+
+# ----------------------------------------------------------------------------- command
+def export_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lightning-seg export",
+        description="Export a checkpoint's network (eval mode, logits of the main head) to ONNX "
+        "or TorchScript with dynamic batch and spatial sizes, with the input normalisation and "
+        "class names stored in the file. The file is checked against PyTorch before it is "
+        "written (--no-check skips that).",
+    )
+    parser.add_argument("--ckpt", required=True, help="checkpoint (.ckpt) written by fit")
+    parser.add_argument("--format", choices=FORMATS, default="onnx")
+    parser.add_argument(
+        "--output", help="file to write (default: the checkpoint's path with .onnx or .pt)"
+    )
+    parser.add_argument(
+        "--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (>= 17; default %(default)s)"
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="example input size (default: the training size); the fixed size where H x W "
+        "cannot be dynamic",
+    )
+    parser.add_argument(
+        "--fixed-size",
+        action="store_true",
+        help="ONNX: fix H x W at --size (only the batch stays dynamic)",
+    )
+    parser.add_argument(
+        "--check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compare the exported file with PyTorch at two batch and spatial sizes",
+    )
+    return parser
+
+
+def export_command(argv: list[str]) -> int:
+    """``lightning-seg export``: writes the file, prints its path and the parity check."""
+    args = export_parser().parse_args(argv)
+    task, settings = load_task(args.ckpt, "cpu")
+    output = Path(args.output or Path(args.ckpt).with_suffix(SUFFIXES[args.format]))
+    size = tuple(args.size) if args.size else None
+    if args.format == "onnx":
+        result = export_onnx(
+            task.network,
+            output,
+            settings,
+            size,
+            args.opset,
+            fixed_size=True if args.fixed_size else None,
+            check=args.check,
+        )
+    else:
+        result = export_torchscript(task.network, output, settings, size, check=args.check)
+    how = f" ({result['method']})" if "method" in result else ""
+    print(f"exported {args.format}{how}: {output}")
+    if not result["dynamic_spatial"]:
+        why = f": {result['fixed_reason']}" if result.get("fixed_reason") else ""
+        print(f"note: H x W fixed at {size or settings['image_size']}, batch dynamic{why}")
+    if "max_abs_diff" in result:
+        sizes = ", ".join(f"{h}x{w}" for h, w in result["sizes"])
+        print(
+            f"parity: max |{args.format} - torch| = {result['max_abs_diff']:.2e} "
+            f"(largest |logit| {result['max_abs_logit']:.2f}) at batch 1 and 3, sizes {sizes}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(export_command(sys.argv[1:]))

@@ -1,0 +1,194 @@
+"""Export: ONNX and TorchScript files that match PyTorch at other batch and spatial sizes than
+the example's, carry the input normalisation, and are written only once checked."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from lightning_seg.cli import main
+from lightning_seg.errors import ConfigurationError
+from lightning_seg.export import (
+    export_command,
+    export_onnx,
+    export_torchscript,
+    fixed_size_reason,
+    onnx_runner,
+)
+from lightning_seg.inference import load_task
+from lightning_seg.models import build_model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread: these tensors are tiny, and on a busy 2-core machine two OpenMP
+    threads waiting on each other made these tests ten times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+SETTINGS = {
+    "mean": [0.5, 0.5, 0.5],
+    "std": [0.25, 0.25, 0.25],
+    "image_size": [32, 48],
+    "in_channels": 3,
+    "num_classes": 2,
+    "class_names": ["skin", "lesion"],
+    "threshold": 0.5,
+    "model": "test",
+}
+# Batch sizes and spatial sizes of the parity checks: the export size and one that is not (and
+# is no multiple of any network's stride).
+BATCHES = (1, 3)
+SIZES = ((32, 48), (27, 53))
+
+
+def calibrated(network: nn.Module) -> nn.Module:
+    """Random weights with batch-norm statistics measured on random inputs, so that activations
+    keep their scale through every layer (freshly initialised running statistics let a narrow
+    deep network output almost a constant, which would make parity trivially true)."""
+    torch.manual_seed(0)
+    for module in network.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average
+    network.train()
+    with torch.no_grad():
+        for _ in range(2):
+            network(torch.randn(4, 3, 32, 48))
+    return network.eval()
+
+
+def torch_logits(network: nn.Module, images: torch.Tensor) -> np.ndarray:
+    with torch.inference_mode():
+        return network(images).numpy()
+
+
+NETWORKS = {
+    "unet": lambda: build_model("unet", 3, 2, depth=2, base_channels=4),
+    "segnet": lambda: build_model("segnet", 3, 2, base_channels=4),
+    "pspnet": lambda: build_model("pspnet", 3, 2, base_channels=4, layers=(1, 1, 1, 1)),
+}
+
+
+def assert_onnx_parity(path: Path, network: nn.Module, sizes: tuple[tuple[int, int], ...]) -> None:
+    """ONNX Runtime and PyTorch agree within 1e-4 at every batch size and spatial size."""
+    run = onnx_runner(path)
+    generator = torch.Generator().manual_seed(1)
+    channels = network(torch.zeros(1, 3, 32, 32)).shape[1]
+    for size in sizes:
+        for batch in BATCHES:
+            images = torch.randn(batch, 3, *size, generator=generator)
+            expected = torch_logits(network, images)
+            got = run(images.numpy())
+            assert got.shape == expected.shape == (batch, channels, *size)
+            assert np.abs(got - expected).max() < 1e-4, (size, batch)
+
+
+def test_segnet_onnx_matches_pytorch_at_dynamic_batch_and_size(tmp_path: Path) -> None:
+    network = calibrated(NETWORKS["segnet"]())
+    path = tmp_path / "segnet.onnx"
+    result = export_onnx(network, path, SETTINGS, check=False)
+    assert result["dynamic_spatial"] and not list(tmp_path.glob("*.tmp"))
+    assert_onnx_parity(path, network, SIZES)
+    # The outputs are not a trivial constant, which would make parity meaningless.
+    assert torch_logits(network, torch.randn(1, 3, *SIZES[1])).std() > 0.1
+    model = onnx.load(str(path))
+    assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    metadata = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(metadata["mean"]) == SETTINGS["mean"]
+    assert json.loads(metadata["std"]) == SETTINGS["std"]
+    assert json.loads(metadata["class_names"]) == ["skin", "lesion"]
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert all(dims[i].dim_param for i in (0, 2, 3))  # symbolic batch, height, width
+
+
+def test_pspnet_onnx_fixes_the_spatial_size(tmp_path: Path) -> None:
+    network = NETWORKS["pspnet"]()
+    assert "AdaptiveAvgPool2d" in (fixed_size_reason(network) or "")
+    assert fixed_size_reason(NETWORKS["unet"]()) is None
+
+
+@pytest.mark.parametrize("name", ["unet", "pspnet"])
+def test_torchscript_matches_pytorch(name: str, tmp_path: Path) -> None:
+    network = calibrated(NETWORKS[name]())
+    path = tmp_path / f"{name}.pt"
+    assert export_torchscript(network, path, SETTINGS, check=False)["method"] == "trace"
+    extra = {"lightning_seg.json": ""}
+    loaded = torch.jit.load(str(path), _extra_files=extra)
+    assert json.loads(json.loads(extra["lightning_seg.json"])["mean"]) == SETTINGS["mean"]
+    generator = torch.Generator().manual_seed(2)
+    for size in SIZES:
+        for batch in BATCHES:
+            images = torch.randn(batch, 3, *size, generator=generator)
+            with torch.inference_mode():
+                got = loaded(images).numpy()
+            assert np.abs(got - torch_logits(network, images)).max() < 1e-4, (name, size, batch)
+
+
+def test_torchscript_refuses_a_network_it_cannot_keep_dynamic(tmp_path: Path) -> None:
+    # SegNet's unpooling neither traces nor scripts: a clear refusal, and no file.
+    with pytest.raises(ConfigurationError, match="use --format onnx"):
+        export_torchscript(NETWORKS["segnet"](), tmp_path / "segnet.pt", SETTINGS)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    main(
+        [
+            "fit",
+            "--experiment=quickstart",
+            f"--runs_dir={runs}",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=2",
+            "--trainer.limit_val_batches=1",
+            "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false",
+            "--data.init_args.size=32",
+            "--data.init_args.num_train=8",
+            "--data.init_args.num_val=4",
+            "--model.model_args.depth=2",
+            "--model.model_args.base_channels=4",
+        ]
+    )
+    return next(runs.rglob("last.ckpt"))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_command(
+    fmt: str, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / f"model.{fmt}"
+    code = export_command(["--ckpt", str(checkpoint), "--format", fmt, "--output", str(output)])
+    assert code == 0 and output.is_file() and not list(tmp_path.glob("*.tmp"))
+    printed = capsys.readouterr().out
+    assert str(output) in printed
+    difference = float(printed.split(f"max |{fmt} - torch| = ")[1].split()[0])
+    assert difference < 1e-4
+    if fmt == "onnx":
+        # The checkpoint's U-Net, checked here independently of the command's own check.
+        assert_onnx_parity(output, load_task(checkpoint)[0].network, ((32, 32), (27, 53)))
+        metadata = {p.key: p.value for p in onnx.load(str(output)).metadata_props}
+        assert json.loads(metadata["class_names"]) == ["lesion"]
+        assert json.loads(metadata["image_size"]) == [32, 32]
+        assert json.loads(metadata["mean"]) == [0.5, 0.5, 0.5]
+
+
+def test_export_command_refuses_an_unsafe_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {"x": print}, "hyper_parameters": {}}, path)
+    with pytest.raises(ConfigurationError, match="not a plain-tensor checkpoint"):
+        export_command(["--ckpt", str(path), "--output", str(tmp_path / "m.onnx")])
+    assert not (tmp_path / "m.onnx").exists()
