@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,7 +27,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_seg.data import cache
-from lightning_seg.data.io import DataError, image_size, read_image
+from lightning_seg.data.io import DataError, image_size, is_image_file, read_image
 from lightning_seg.data.masks import MaskDecoder, MaskReport, read_mask, summarize_reports
 from lightning_seg.data.transforms import (
     DEFAULT_TRAIN,
@@ -316,6 +316,31 @@ class FileDataModule(SegmentationDataModule):
                 f"{self.name} data not found at {self.root}: set data.init_args.root, or "
                 f"LIGHTNING_SEG_DATA to the folder that holds '{self.folder}'"
             )
+
+    def pair_files(
+        self,
+        images_dir: Path,
+        mask_for: Callable[[Path], Path],
+        label: Callable[[Path], str] = lambda image: "",
+        keep: Callable[[Path], bool] = lambda image: True,
+    ) -> list[Pair]:
+        """Pair every image of a folder with its mask (``mask_for``); stray non-image files and
+        images without a mask are problems, which :meth:`report_problems` raises or skips."""
+        files = sorted(p for p in images_dir.iterdir() if p.is_file() and p.name[0] != ".")
+        if not files:
+            raise DataError(images_dir, "empty folder: no images")
+        pairs, problems = [], []
+        for image in files:
+            if not is_image_file(image):
+                problems.append(DataError(image, f"not an image file (suffix {image.suffix!r})"))
+            elif keep(image):
+                mask = mask_for(image)
+                if mask.is_file():
+                    pairs.append(Pair(image, mask, label(image)))
+                else:
+                    problems.append(DataError(image, f"no mask (expected {mask})"))
+        self.report_problems(problems)
+        return pairs
 
     def splits(self) -> dict[str, list[Pair]]:
         """The pairs of every split, found and split once (deterministic for the seed)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from lightning_seg.data.base import FileDataModule, Pair
-from lightning_seg.data.io import DataError, is_image_file
+from lightning_seg.data.io import DataError
 from lightning_seg.data.masks import IndexMask, MaskDecoder
 from lightning_seg.data.transforms import SCENE_TRAIN
 
@@ -48,25 +48,13 @@ class CamVidDataModule(FileDataModule):
         return IndexMask(num_classes=11, ignore_index=VOID)
 
     def find_pairs(self) -> dict[str, list[Pair]]:
-        splits, problems = {}, []
+        splits = {}
         for split in ("train", "val", "test"):
             images_dir, masks_dir = self.root / split, self.root / f"{split}annot"
             if not images_dir.is_dir() or not masks_dir.is_dir():
                 raise DataError(
                     images_dir, f"CamVid split folders {split}/ and {split}annot/ expected"
                 )
-            pairs = []
-            for image in sorted(images_dir.iterdir()):
-                if image.name.startswith("."):
-                    continue
-                if not is_image_file(image):
-                    problems.append(DataError(image, "not an image file"))
-                    continue
-                mask = masks_dir / image.name
-                if not mask.is_file():
-                    problems.append(DataError(image, f"no mask {mask.name} in {masks_dir}"))
-                    continue
-                pairs.append(Pair(image, mask))
+            pairs = self.pair_files(images_dir, lambda image, d=masks_dir: d / image.name)
             splits[split] = pairs
-        self.report_problems(problems)
         return splits

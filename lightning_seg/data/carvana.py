@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_seg.data.base import FileDataModule, Pair
-from lightning_seg.data.io import DataError, is_image_file
+from lightning_seg.data.io import DataError
 from lightning_seg.data.masks import BinaryMask, MaskDecoder
 from lightning_seg.data.splits import grouped_split
 from lightning_seg.data.transforms import SCENE_TRAIN
@@ -68,19 +68,9 @@ class CarvanaDataModule(FileDataModule):
                 raise DataError(
                     folder, "folder not found (expected Kaggle's train/ and train_masks/)"
                 )
-        pairs, problems = [], []
-        for image in sorted(images_dir.iterdir()):
-            if image.name.startswith("."):
-                continue
-            if not is_image_file(image):
-                problems.append(DataError(image, "not an image file"))
-                continue
-            mask = masks_dir / f"{image.stem}_mask.gif"
-            if not mask.is_file():
-                problems.append(DataError(image, f"no mask (expected {mask.name} in {masks_dir})"))
-                continue
-            pairs.append(Pair(image, mask, car_id(image)))
-        self.report_problems(problems)
+        pairs = self.pair_files(
+            images_dir, lambda image: masks_dir / f"{image.stem}_mask.gif", label=car_id
+        )
         if not pairs:
             raise DataError(images_dir, "no Carvana images found")
         return pairs

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_seg.data.base import FileDataModule, Pair
-from lightning_seg.data.io import DataError, is_image_file
+from lightning_seg.data.io import DataError
 from lightning_seg.data.masks import MaskDecoder, build_mask_decoder
 from lightning_seg.data.splits import random_split
 from lightning_seg.errors import ConfigurationError
@@ -84,24 +84,11 @@ class FolderDataModule(FileDataModule):
         for folder in (images_dir, masks_dir):
             if not folder.is_dir():
                 raise DataError(folder, "folder not found")
-        pairs, problems = [], []
-        files = sorted(
-            p for p in images_dir.iterdir() if p.is_file() and not p.name.startswith(".")
+        pairs = self.pair_files(
+            images_dir,
+            lambda image: masks_dir / f"{image.stem}{self.mask_suffix}",
+            keep=lambda image: image.name.lower().endswith(self.image_suffix),
         )
-        if not files:
-            raise DataError(images_dir, "empty folder: no images")
-        for image in files:
-            if not is_image_file(image):
-                problems.append(DataError(image, f"not an image file (suffix {image.suffix!r})"))
-                continue
-            if self.image_suffix and not image.name.lower().endswith(self.image_suffix):
-                continue
-            mask = masks_dir / f"{image.stem}{self.mask_suffix}"
-            if not mask.is_file():
-                problems.append(DataError(image, f"no mask (expected {mask})"))
-                continue
-            pairs.append(Pair(image, mask))
-        self.report_problems(problems)
         if not pairs:
             raise DataError(images_dir, "no image/mask pairs found")
         return pairs
