@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import torch
+from common import machine  # benchmarks/common.py: scripts run from their folder
 
 from lightning_seg.models import MODELS, AuxiliaryOutput, build_model
 from lightning_seg.models.summary import (
@@ -30,21 +30,6 @@ from lightning_seg.models.summary import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
-    )
 
 
 def train_step_seconds(

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 
 import numpy as np
 import torch
+from common import machine  # benchmarks/common.py: scripts run from their folder
 from PIL import Image
 
 from lightning_seg.data.io import read_image
@@ -39,21 +39,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 PH2 = ROOT.parent / "shared" / "data" / "ph2"
 PH2_SIZE = (572, 765)  # height, width of a typical PH2 image
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
-    )
 
 
 def train_checkpoint(folder: Path) -> Path:
