@@ -65,7 +65,9 @@ class RunSummary(Callback):
         self._start = time.perf_counter()
         self.history: list[dict[str, float]] = []
 
-    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # on_validation_end, not on_validation_epoch_end: callbacks' epoch-end hooks run before
+        # the module's, which logs the epoch's metrics; by now they are in callback_metrics.
         if trainer.sanity_checking:
             return
         row: dict[str, float] = {"epoch": trainer.current_epoch}

@@ -104,6 +104,12 @@ def test_compare_table_and_plot_with_test_results(tmp_path, monkeypatch, capsys)
                    "epochs", "params (M)", "wall time"):  # fmt: skip
         assert column in header
     summary = json.loads((run_dir / "summary.json").read_text())
+    # The history has every epoch, and the best row is the one the checkpoint kept.
+    assert [row["epoch"] for row in summary["history"]] == [0, 1]
+    ious = [row["val/iou"] for row in summary["history"]]
+    assert summary["val/iou"] == pytest.approx(max(ious))
+    best_row = summary["history"][ious.index(max(ious))]
+    assert summary["val/f1"] == best_row["val/f1"] and summary["best_epoch"] == best_row["epoch"]
     test = json.loads(next(runs.rglob("test_summary.json")).read_text())
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[:3] == ["quickstart", "unet", "bce+dice"]
