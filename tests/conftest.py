@@ -11,6 +11,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.pop("LIGHTNING_SEG_RUN_ID", None)
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,22 @@ def tiny_fit_args(tmp_path: Path) -> list[str]:
         "--model.model_args.depth=2",
         "--model.model_args.base_channels=4",
     ]
+
+
+def _fit_tiny_checkpoint(runs: Path, *extra: str) -> Path:
+    """A real checkpoint from a fit of two steps of a tiny U-Net on 32 x 32 synthetic images."""
+    from lightning_seg.cli import main
+
+    main(["fit", "--experiment=quickstart", f"--runs_dir={runs}", "--trainer.max_epochs=1",
+          "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+          "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+          "--trainer.enable_model_summary=false", "--data.init_args.size=32",
+          "--data.init_args.num_train=8", "--data.init_args.num_val=4",
+          "--model.model_args.depth=2", "--model.model_args.base_channels=4", *extra])  # fmt: skip
+    return next(runs.rglob("last.ckpt"))
+
+
+@pytest.fixture(scope="session")
+def fit_checkpoint() -> Callable[..., Path]:
+    """``fit_checkpoint(runs_dir, *extra_cli_args)`` -> path of a tiny trained checkpoint."""
+    return _fit_tiny_checkpoint

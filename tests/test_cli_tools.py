@@ -3,7 +3,6 @@ LightningCLI's own predict over a datamodule."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -21,15 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    runs = tmp_path_factory.mktemp("runs")
-    main(["fit", "--experiment=quickstart", f"--runs_dir={runs}", "--trainer.max_epochs=1",
-          "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
-          "--trainer.logger=false", "--trainer.enable_progress_bar=false",
-          "--data.init_args.size=32", "--data.init_args.num_train=8", "--data.init_args.num_val=4",
-          "--model.model_args.depth=2", "--model.model_args.base_channels=4"])  # fmt: skip
-    summary = json.loads(next(runs.rglob("summary.json")).read_text())
-    return Path(summary["best_checkpoint"])
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, fit_checkpoint) -> Path:
+    return fit_checkpoint(tmp_path_factory.mktemp("runs"))
 
 
 def test_checkpoint_carries_what_inference_needs(checkpoint):

@@ -13,7 +13,6 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_seg.cli import main
 from lightning_seg.errors import ConfigurationError
 from lightning_seg.export import (
     export_command,
@@ -143,27 +142,8 @@ def test_torchscript_refuses_a_network_it_cannot_keep_dynamic(tmp_path: Path) ->
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    runs = tmp_path_factory.mktemp("runs")
-    main(
-        [
-            "fit",
-            "--experiment=quickstart",
-            f"--runs_dir={runs}",
-            "--trainer.max_epochs=1",
-            "--trainer.limit_train_batches=2",
-            "--trainer.limit_val_batches=1",
-            "--trainer.logger=false",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false",
-            "--data.init_args.size=32",
-            "--data.init_args.num_train=8",
-            "--data.init_args.num_val=4",
-            "--model.model_args.depth=2",
-            "--model.model_args.base_channels=4",
-        ]
-    )
-    return next(runs.rglob("last.ckpt"))
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, fit_checkpoint) -> Path:
+    return fit_checkpoint(tmp_path_factory.mktemp("runs"))
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])

@@ -14,7 +14,6 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from lightning_seg.cli import main
 from lightning_seg.errors import ConfigurationError
 from lightning_seg.inference import (
     Predictor,
@@ -36,37 +35,13 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def fit_checkpoint(runs: Path, *extra: str) -> Path:
-    """A real checkpoint from a fit of two steps of a tiny U-Net on 32 x 32 synthetic images."""
-    main(
-        [
-            "fit",
-            "--experiment=quickstart",
-            f"--runs_dir={runs}",
-            "--trainer.max_epochs=1",
-            "--trainer.limit_train_batches=2",
-            "--trainer.limit_val_batches=1",
-            "--trainer.logger=false",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false",
-            "--data.init_args.size=32",
-            "--data.init_args.num_train=8",
-            "--data.init_args.num_val=4",
-            "--model.model_args.depth=2",
-            "--model.model_args.base_channels=4",
-            *extra,
-        ]
-    )
-    return next(runs.rglob("last.ckpt"))
-
-
 @pytest.fixture(scope="module")
-def binary_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def binary_ckpt(tmp_path_factory: pytest.TempPathFactory, fit_checkpoint) -> Path:
     return fit_checkpoint(tmp_path_factory.mktemp("binary"))
 
 
 @pytest.fixture(scope="module")
-def multiclass_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def multiclass_ckpt(tmp_path_factory: pytest.TempPathFactory, fit_checkpoint) -> Path:
     return fit_checkpoint(
         tmp_path_factory.mktemp("multiclass"),
         "--data.init_args.num_lesion_classes=2",

@@ -98,6 +98,17 @@ def _sniff(path: Path) -> str:
     return "text" if all(c.isprintable() or c.isspace() for c in text) else ""
 
 
+_BOMBS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+_DECODING_FAILURES = (*_BOMBS, *_DECODE_ERRORS)
+
+
+def _decode_error(path: Path, error: BaseException) -> DataError:
+    """The one-line error for a failure while Pillow opens or decodes ``path``."""
+    if isinstance(error, _BOMBS):
+        return DataError(path, f"too many pixels, refused as a decompression bomb ({error})")
+    return DataError(path, f"truncated or corrupt image ({error})")
+
+
 @contextmanager
 def _open(path: Path, max_pixels: int | None) -> Iterator[Image.Image]:
     """Open ``path`` with Pillow, turning every way it can fail into a :class:`DataError`.
@@ -130,12 +141,8 @@ def _open(path: Path, max_pixels: int | None) -> Iterator[Image.Image]:
             else:
                 problem = "not an image file, or an image format that is not supported"
             raise DataError(path, problem) from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            raise DataError(
-                path, f"too many pixels, refused as a decompression bomb ({error})"
-            ) from None
-        except _DECODE_ERRORS as error:
-            raise DataError(path, f"truncated or corrupt image ({error})") from None
+        except _DECODING_FAILURES as error:
+            raise _decode_error(path, error) from None
         width, height = image.size
         if max_pixels is not None and width * height > max_pixels:
             raise DataError(
@@ -156,12 +163,8 @@ def _load(image: Image.Image, path: Path) -> Image.Image:
     """
     try:
         image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise DataError(
-            path, f"too many pixels, refused as a decompression bomb ({error})"
-        ) from None
-    except _DECODE_ERRORS as error:
-        raise DataError(path, f"truncated or corrupt image ({error})") from None
+    except _DECODING_FAILURES as error:
+        raise _decode_error(path, error) from None
     if image.format in ("JPEG", "MPO"):
         # Phones store photos sideways plus an EXIF flag; viewers (and annotators) show them
         # upright, so masks drawn on them are upright too. Unreadable EXIF: pixels as stored.
