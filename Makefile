@@ -19,7 +19,7 @@ export UV_LINK_MODE ?= copy
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help env train validate evaluate models check-data compare sync predict export bench-models bench-predict bench-data test test-all lint format clean
+.PHONY: help env train validate evaluate models check-data compare sync predict export bench-accuracy bench-models bench-predict bench-data test test-all lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -67,6 +67,9 @@ bench-predict: $(STAMP) ## predict images/s on PH2-sized images, with and withou
 
 bench-data: $(STAMP) ## data loading images/s for PH2 with and without the cache (needs PH2)
 	$(PY) benchmarks/dataloader.py $(ARGS)
+
+bench-accuracy: $(STAMP) ## fit + test every PH2 experiment, table in benchmarks/results/accuracy.md [EXP="a b"]
+	$(PY) benchmarks/accuracy.py $(if $(filter-out quickstart,$(EXP)),--experiments $(EXP)) $(ARGS)
 
 bench-models: $(STAMP) ## measure training throughput of every network (benchmarks/results/models.md)
 	$(PY) benchmarks/models.py $(ARGS)

@@ -70,7 +70,10 @@ class RunSummary(Callback):
         # the module's, which logs the epoch's metrics; by now they are in callback_metrics.
         if trainer.sanity_checking:
             return
-        row: dict[str, float] = {"epoch": trainer.current_epoch}
+        row: dict[str, float] = {
+            "epoch": trainer.current_epoch,
+            "time_s": round(time.perf_counter() - self._start, 2),  # wall clock since fit began
+        }
         for name, value in trainer.callback_metrics.items():
             if name.startswith("val/"):
                 row[name] = float(value)
@@ -178,7 +181,8 @@ class ThresholdTuner(Callback):
         bg = torch.zeros_like(fg)
         pl_module.eval()
         for batch in trainer.datamodule.val_dataloader():
-            probs = torch.sigmoid(pl_module(batch["image"].to(pl_module.device))[:, 0].float())
+            # The probabilities `test` will threshold: with its test-time flips, if any.
+            probs = pl_module.probabilities(batch["image"].to(pl_module.device))[:, 0]
             mask = batch["mask"].to(pl_module.device)
             valid = (
                 mask != ignore_index

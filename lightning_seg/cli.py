@@ -135,6 +135,11 @@ class SegmentationCLI(LightningCLI):
             )
 
     def after_instantiate_classes(self) -> None:
+        # A pretrained encoder is fed the normalisation it was trained with; the datamodule
+        # keeps it, so training, W&B images, checkpoints and predict all use the same one.
+        normalization = self.model.input_normalization
+        if normalization and hasattr(self.datamodule, "use_encoder_normalization"):
+            self.datamodule.use_encoder_normalization(*normalization)
         # A loss that needs per-pixel weight maps (the U-Net boundary loss) asks the data
         # pipeline for them, so that `loss: boundary_bce` alone is a complete configuration.
         spec = self.model.weight_map_spec

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 from lightning_seg.data.io import DEFAULT_MAX_PIXELS, DataError, is_image_file, read_image
 from lightning_seg.errors import ConfigurationError
+from lightning_seg.tta import TTA_FLIPS, flip_averaged
 
 if TYPE_CHECKING:
     from lightning_seg.task import SegmentationTask
@@ -67,13 +68,6 @@ DATAMODULE_DEFAULTS: dict[str, dict[str, Any]] = {
     "FolderDataModule": {"tiled": False},
 }
 
-# Test-time augmentation: the flips (tensor dims of N x C x H x W) whose probabilities are averaged.
-TTA_FLIPS: dict[str, tuple[tuple[int, ...], ...]] = {
-    "none": ((),),
-    "hflip": ((), (3,)),
-    "vflip": ((), (2,)),
-    "flips": ((), (3,), (2,), (2, 3)),
-}
 
 # Without knowing how training prepared images, an image more than this many times the training
 # size in either side is predicted with a sliding window rather than shrunk.
@@ -388,7 +382,7 @@ class Predictor:
         self.steps = tuple(max(1, round(t * (1.0 - self.overlap))) for t in self.tile)
         self.batch_size = int(batch_size)
         self.tta = tta
-        self.flips = TTA_FLIPS[tta]
+        self.flips = TTA_FLIPS[tta]  # the passes per image (benchmarks report them)
         self.sliding_window = sliding_window
         self.threshold = float(settings.get("threshold", 0.5) if threshold is None else threshold)
         channels = len(settings["mean"])
@@ -434,24 +428,13 @@ class Predictor:
         pixels = pixels.permute(2, 0, 1).float().div_(255.0)
         return ((pixels - self._mean) / self._std)[None]
 
-    def _activate(self, logits: Tensor) -> Tensor:
-        logits = logits.float()
-        return torch.sigmoid(logits) if self.binary else torch.softmax(logits, dim=1)
-
     def _forward(self, batch: Tensor) -> Tensor:
         """Probabilities of a batch, averaged over the TTA flips (each flipped back first)."""
-        total: Tensor | None = None
-        for chunk in batch.split(self.batch_size):
-            probs: Tensor | None = None
-            for dims in self.flips:
-                out = self._activate(self.network(chunk.flip(dims) if dims else chunk))
-                out = out.flip(dims) if dims else out
-                probs = out if probs is None else probs.add_(out)
-            assert probs is not None
-            probs = probs.div_(len(self.flips))
-            total = probs if total is None else torch.cat([total, probs])
-        assert total is not None
-        return total
+        chunks = [
+            flip_averaged(self.network, chunk, self.tta, self.binary)
+            for chunk in batch.split(self.batch_size)
+        ]
+        return torch.cat(chunks)
 
     def _resized(self, image: np.ndarray) -> Tensor:
         height, width = image.shape[:2]

@@ -22,6 +22,7 @@ Conventions (the NumPy reference in ``tests/test_metrics.py`` follows them):
   when the epoch has no foreground at all.
 * Per-image IoU: an image whose prediction and truth are both empty scores 1.0 (the model is
   right that there is nothing); an image without any labelled pixel is left out of the mean.
+  ``iou_worst_image`` is the lowest of those per-image scores: the failure a user meets first.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from torchmetrics.classification import (
     MulticlassJaccardIndex,
 )
 
-BINARY_KEYS = ("f1", "iou", "iou_per_image")
+BINARY_KEYS = ("f1", "iou", "iou_per_image", "iou_worst_image")
 
 
 class PerImageIoU(Metric):
@@ -61,8 +62,8 @@ class PerImageIoU(Metric):
         self.add_state("score_sum", default=torch.tensor(0.0), dist_reduce_fx="sum")
         self.add_state("num_images", default=torch.tensor(0), dist_reduce_fx="sum")
 
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        """Add the IoU of each image of a batch of hard labels N x H x W (vectorised)."""
+    def image_scores(self, preds: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """Each image's foreground IoU, and whether it has any labelled pixel (vectorised)."""
         if preds.shape != target.shape or preds.dim() < 2:
             raise ValueError(
                 f"preds and target must both be N x H x W, got {tuple(preds.shape)} "
@@ -78,7 +79,11 @@ class PerImageIoU(Metric):
             labelled = valid.any(dim=1)
         intersection = (pred_fg & true_fg).sum(dim=1)
         union = (pred_fg | true_fg).sum(dim=1)
-        iou = torch.where(union > 0, intersection / union.clamp_min(1), 1.0)
+        return torch.where(union > 0, intersection / union.clamp_min(1), 1.0), labelled
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Add the IoU of each image of a batch of hard labels N x H x W."""
+        iou, labelled = self.image_scores(preds, target)
         # Multiply rather than index by the mask: no device sync and a static shape.
         self.score_sum += (iou * labelled).sum().to(self.score_sum.dtype)
         self.num_images += labelled.sum()
@@ -88,6 +93,28 @@ class PerImageIoU(Metric):
         if self.num_images == 0:
             return torch.zeros_like(self.score_sum)
         return self.score_sum / self.num_images
+
+
+class WorstImageIoU(PerImageIoU):
+    """The lowest per-image foreground IoU of the epoch (same conventions as PerImageIoU)."""
+
+    higher_is_better = True
+    worst: Tensor
+
+    def __init__(self, ignore_index: int | None = None, **kwargs: Any) -> None:
+        Metric.__init__(self, **kwargs)
+        self.ignore_index = ignore_index
+        self.add_state("worst", default=torch.tensor(float("inf")), dist_reduce_fx="min")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        iou, labelled = self.image_scores(preds, target)
+        scores = torch.where(labelled, iou, torch.full_like(iou, float("inf")))
+        if len(scores):
+            self.worst = torch.minimum(self.worst, scores.min().to(self.worst.dtype))
+
+    def compute(self) -> Tensor:
+        """The minimum, or 0.0 before any labelled image."""
+        return torch.where(torch.isinf(self.worst), torch.zeros_like(self.worst), self.worst)
 
 
 class ClasswiseJaccardIndex(MulticlassJaccardIndex):
@@ -172,6 +199,7 @@ def build_metrics(
                 "iou": BinaryJaccardIndex(**binary),
                 "f1": BinaryF1Score(**binary),
                 "iou_per_image": PerImageIoU(ignore_index=ignore_index),
+                "iou_worst_image": WorstImageIoU(ignore_index=ignore_index),
             }
         )
     names = resolve_class_names(num_classes, class_names)

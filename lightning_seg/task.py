@@ -21,6 +21,7 @@ from lightning_seg.errors import ConfigurationError
 from lightning_seg.losses import LossSpec, build_loss
 from lightning_seg.metrics import build_metrics
 from lightning_seg.models import MODELS, AuxiliaryOutput, build_model
+from lightning_seg.tta import TTA, flip_averaged
 
 ModelName = Literal[tuple(MODELS)]  # type: ignore[valid-type]
 Scheduler = Literal["cosine", "onecycle", "constant"]
@@ -44,6 +45,8 @@ class SegmentationTask(LightningModule):
         channels_last: keep the network and batches in channels-last memory format, which
             oneDNN (CPU) and tensor cores (GPU) run faster (10-35 % per step on CPU here).
         compile: ``torch.compile`` the network (in place, so checkpoints keep their keys).
+        tta: test-time flips for ``test`` (and the threshold tuning, so both see the same
+            probabilities): ``none``, ``hflip``, ``vflip`` or ``flips`` (all four).
     """
 
     def __init__(
@@ -61,6 +64,7 @@ class SegmentationTask(LightningModule):
         tune_threshold: bool = False,
         channels_last: bool = True,
         compile: bool = False,
+        tta: TTA = "none",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
@@ -99,6 +103,11 @@ class SegmentationTask(LightningModule):
         return []
 
     @property
+    def input_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """(mean, std) the network's pretrained encoder was trained with; None: no preference."""
+        return getattr(self.network, "input_normalization", None)
+
+    @property
     def weight_map_spec(self) -> dict[str, float] | None:
         """What the data pipeline must add to each batch as ``weight`` for this loss, if anything
         (the U-Net boundary weight map's ``w0`` and ``sigma``); None when the loss needs none."""
@@ -133,11 +142,22 @@ class SegmentationTask(LightningModule):
         output = self.run_network(images)
         return output.logits if isinstance(output, AuxiliaryOutput) else output
 
+    def probabilities(self, images: Tensor, tta: str | None = None) -> Tensor:
+        """Probabilities N x C x H x W, averaged over the test-time flips (``hparams.tta``)."""
+        return flip_averaged(
+            self, images, tta or self.hparams.get("tta", "none"), self.mode == "binary"
+        )
+
     def predict_labels(self, logits: Tensor) -> Tensor:
         """Hard labels N x H x W: thresholded probability (binary) or argmax (multiclass)."""
         if self.mode == "binary":
-            return (torch.sigmoid(logits[:, 0]) > self.hparams["threshold"]).long()
+            return (torch.sigmoid(logits[:, 0].float()) > self.hparams["threshold"]).long()
         return logits.argmax(dim=1)
+
+    def labels_from_probabilities(self, probs: Tensor) -> Tensor:
+        if self.mode == "binary":
+            return (probs[:, 0] > self.hparams["threshold"]).long()
+        return probs.argmax(dim=1)
 
     def compute_loss(self, output: Tensor | AuxiliaryOutput, batch: dict[str, Tensor]) -> Tensor:
         """Loss of the main head plus the weighted losses of any auxiliary heads."""
@@ -169,7 +189,11 @@ class SegmentationTask(LightningModule):
         logits = self(batch["image"])
         loss = self.compute_loss(logits, batch)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
-        metrics.update(self.predict_labels(logits), batch["mask"])
+        if stage == "test" and self.hparams.get("tta", "none") != "none":
+            labels = self.labels_from_probabilities(self.probabilities(batch["image"]))
+        else:
+            labels = self.predict_labels(logits)
+        metrics.update(labels, batch["mask"])
         batch_size = len(batch["image"])
         self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=batch_size)
         return logits

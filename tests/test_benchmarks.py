@@ -24,3 +24,39 @@ def test_models_benchmark_writes_table_and_json(tmp_path):
     assert [r["model"] for r in rows] == ["unet_upsample", "pspnet"]
     assert all(r["images_per_s"] > 0 and r["gflops"] > 0 for r in rows)
     assert "| `pspnet` |" in (tmp_path / "models.md").read_text()
+
+
+def test_accuracy_benchmark_fits_tests_and_tabulates_through_the_cli(tmp_path):
+    tiny = ("--trainer.max_epochs=1 --trainer.limit_train_batches=2 --trainer.limit_val_batches=1 "
+            "--data.init_args.size=32 --data.init_args.num_train=8 --data.init_args.num_val=4 "
+            "--data.init_args.num_test=4 --model.model_args.depth=2 "
+            "--model.model_args.base_channels=4 --tracking.num_images=0")  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "benchmarks/accuracy.py", "--experiments", "quickstart",
+         "--output", str(tmp_path / "out"), "--runs_dir", str(tmp_path / "runs"),
+         f"--args={tiny}"],
+        cwd=ROOT, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "[1/1] quickstart: val IoU" in result.stdout
+    (row,) = json.loads((tmp_path / "out" / "accuracy.json").read_text())["rows"]
+    assert row["experiment"] == "quickstart" and row["model"] == "unet"
+    for key in ("val_iou", "test_iou", "test_iou_per_image", "test_f1", "test_iou_worst_image"):
+        assert 0.0 <= row[key] <= 1.0, key
+    assert row["test_iou_worst_image"] <= row["test_iou_per_image"]
+    assert row["history"] and row["history"][0]["time_s"] > 0
+    assert "| `quickstart` |" in (tmp_path / "out" / "accuracy.md").read_text()
+    assert (tmp_path / "out" / "accuracy.png").stat().st_size > 0
+
+
+def test_accuracy_benchmark_resumes_a_half_finished_table():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from accuracy import PH2_EXPERIMENTS, pending
+
+    done = {"segnet_bce", "unet_bce"}
+    left = pending(list(PH2_EXPERIMENTS), done, named=False)
+    assert (
+        "unet_bce" not in left and "segnet_dice" in left and len(left) == len(PH2_EXPERIMENTS) - 2
+    )
+    assert pending(["unet_bce"], done, named=True) == ["unet_bce"]  # asked for: measured again

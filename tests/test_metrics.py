@@ -82,6 +82,7 @@ def reference_scores(
             "iou": tp / (tp + fp + fn) if tp + fp + fn else 0.0,
             "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
             "iou_per_image": float(np.mean(per_image)),
+            "iou_worst_image": float(np.min(per_image)),
         }
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)  # rows truth, columns pred
     np.add.at(confusion, (target[valid], preds[valid]), 1)
@@ -183,6 +184,18 @@ def test_per_image_iou_is_a_mean_over_images_not_pixels() -> None:
     assert scores["iou"] == pytest.approx(6 / 13)
 
 
+def test_worst_image_iou_is_the_lowest_image_over_batches() -> None:
+    preds = torch.stack([p for p, _, _ in PER_IMAGE_CASES.values()])
+    target = torch.stack([t for _, t, _ in PER_IMAGE_CASES.values()])
+    # Perfect and half overlap only: the worst is 0.5, wherever it sits among the batches.
+    keep = [0, 3]
+    scores = compute(build_metrics(1), [(preds[keep[:1]], target[keep[:1]]),
+                                        (preds[keep[1:]], target[keep[1:]])])  # fmt: skip
+    assert scores["iou_worst_image"] == pytest.approx(0.5)
+    scores = compute(build_metrics(1), [(preds, target)])
+    assert scores["iou_worst_image"] == pytest.approx(0.0)
+
+
 def test_per_image_iou_skips_ignored_pixels_and_unlabelled_images() -> None:
     preds = torch.stack([image("##..", "##.."), image("####", "####")])
     target = torch.stack([image("#xx.", "#x.."), image("xxxx", "xxxx")])
@@ -205,7 +218,16 @@ def test_keys_use_class_names_and_match_metric_names() -> None:
     defaults = compute(build_metrics(3), batches)
     assert sorted(defaults) == ["f1", "iou", "iou/class_0", "iou/class_1", "iou/class_2"]
     binary = compute(build_metrics(1, class_names=["lesion"]), random_batches(3, [2], 1, None))
-    assert sorted(binary) == sorted(metric_names(1, ["lesion"])) == ["f1", "iou", "iou_per_image"]
+    assert (
+        sorted(binary)
+        == sorted(metric_names(1, ["lesion"]))
+        == [
+            "f1",
+            "iou",
+            "iou_per_image",
+            "iou_worst_image",
+        ]
+    )
 
 
 def test_stage_prefix_and_reset() -> None:

@@ -55,3 +55,23 @@ def test_multiclass_predictions_are_the_argmax():
     )
     logits = torch.tensor([[0.1, 2.0], [3.0, 0.0], [0.0, 0.5]]).view(1, 3, 1, 2)
     assert task.predict_labels(logits).tolist() == [[[1, 0]]]
+
+
+class LeftHalf(nn.Module):
+    """A stand-in network that is sure of the left half of the image only: not flip-invariant."""
+
+    def forward(self, x):
+        logits = torch.full_like(x[:, :1], -10.0)
+        logits[..., : x.shape[-1] // 2] = 10.0
+        return logits
+
+
+def test_test_time_flips_average_the_probabilities_of_flipped_copies(monkeypatch):
+    monkeypatch.setitem(MODELS, "left_half", lambda in_channels, num_classes: LeftHalf())
+    images = torch.zeros(1, 3, 2, 4)
+    plain = SegmentationTask(model="left_half", channels_last=False)
+    flipped = SegmentationTask(model="left_half", channels_last=False, tta="hflip")
+    assert plain.probabilities(images)[0, 0, 0].round(decimals=3).tolist() == [1, 1, 0, 0]
+    # The mirrored pass is sure of the right half: every pixel averages to one half.
+    assert flipped.probabilities(images).sub(0.5).abs().max() < 1e-3
+    assert flipped.probabilities(images, tta="none")[0, 0, 0, 0] > 0.99

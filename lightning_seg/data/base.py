@@ -158,6 +158,13 @@ class SegmentationDataModule(LightningDataModule):
             if split not in self.datasets:
                 self.datasets[split] = self.build_dataset(split)
 
+    def use_encoder_normalization(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        """Feed a pretrained encoder the statistics it was trained with (EfficientNet-Lite:
+        0.5 / 0.5), unless the experiment set ``mean`` and ``std`` itself or the channels differ."""
+        if getattr(self, "explicit_normalization", False) or len(mean) != self.in_channels:
+            return
+        self.mean, self.std = tuple(mean), tuple(std)
+
     def weight_map_of(self, mask: np.ndarray) -> np.ndarray:
         """The U-Net boundary weight map the loss asked for (``self.weight_map``)."""
         assert self.weight_map is not None
@@ -231,6 +238,9 @@ class FileDataModule(SegmentationDataModule):
         skip_invalid: skip unreadable or inconsistent pairs with a warning listing them,
             instead of stopping at the first with an error.
         seed: seed of the split (independent of the training seed).
+        mean, std: per-channel normalisation of pixels in [0, 1]; None: the dataset's default
+            (ImageNet's for RGB), or what a pretrained encoder was trained with (timm's
+            pretrained config, e.g. 0.5 / 0.5 for EfficientNet-Lite).
     """
 
     folder: ClassVar[str] = ""
@@ -248,8 +258,12 @@ class FileDataModule(SegmentationDataModule):
         cache: bool = True,
         skip_invalid: bool = False,
         seed: int = 0,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers)
+        if (mean is None) != (std is None):
+            raise ConfigurationError("data: set both mean and std, or neither")
         self.root = Path(root) if root else data_dir() / self.folder
         size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         self.image_size: tuple[int, int] = (int(size[0]), int(size[1]))
@@ -266,6 +280,9 @@ class FileDataModule(SegmentationDataModule):
         self.tile = False
         self.mean: tuple[float, ...] = IMAGENET_MEAN
         self.std: tuple[float, ...] = IMAGENET_STD
+        self.explicit_normalization = mean is not None
+        if mean is not None and std is not None:
+            self.mean, self.std = tuple(map(float, mean)), tuple(map(float, std))
         self._splits: dict[str, list[Pair]] | None = None
         self.skipped: list[str] = []
 

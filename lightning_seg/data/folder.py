@@ -71,7 +71,7 @@ class FolderDataModule(FileDataModule):
             ignore_index,
             in_channels,
         )
-        if in_channels == 1:
+        if in_channels == 1 and not self.explicit_normalization:
             self.mean, self.std = (0.5,), (0.25,)
         self.split_fractions = tuple(split_fractions)
 

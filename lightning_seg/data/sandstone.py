@@ -42,7 +42,8 @@ class SandstoneDataModule(FileDataModule):
         super().__init__(**kwargs)
         self.num_classes, self.class_names, self.in_channels = 4, list(CLASS_NAMES), 1
         self.tile = True
-        self.mean, self.std = (0.5,), (0.25,)
+        if not self.explicit_normalization:
+            self.mean, self.std = (0.5,), (0.25,)
         self.split_fractions = tuple(split_fractions)
 
     @property

@@ -157,10 +157,12 @@ class SyntheticDataModule(SegmentationDataModule):
         self.num_lesion_classes = num_lesion_classes
         self.seed = seed
         self.train_transform = build_transform(train_transforms)
+        # The scenes' own statistics; a pretrained encoder replaces them with its own.
+        self.mean: tuple[float, ...] = (0.5,) * 3
+        self.std: tuple[float, ...] = (0.25,) * 3
 
     def inference_settings(self) -> dict:
-        return {**super().inference_settings(), "mean": [0.5] * 3, "std": [0.25] * 3,
-                "image_size": [self.size, self.size]}  # fmt: skip
+        return {**super().inference_settings(), "image_size": [self.size, self.size]}
 
     def build_dataset(self, split: str) -> ArrayDataset:
         images, masks = generate(
@@ -169,4 +171,4 @@ class SyntheticDataModule(SegmentationDataModule):
         pixels = np.round(images.transpose(0, 2, 3, 1) * 255).astype(np.uint8)
         weights = np.stack([self.weight_map_of(m) for m in masks]) if self.weight_map else None
         transform = self.train_transform if split == "train" else None
-        return ArrayDataset(pixels, masks, weights, transform, mean=(0.5,) * 3, std=(0.25,) * 3)
+        return ArrayDataset(pixels, masks, weights, transform, self.mean, self.std)

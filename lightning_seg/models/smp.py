@@ -50,6 +50,26 @@ def packaged_weights(package: str) -> Path:
     return path if path.is_file() else save_converted(variant, path)
 
 
+#: What SMP's own (non-timm) ImageNet encoders were trained on. SMP 0.6 looks their
+#: preprocessing up on the Hugging Face Hub, which an offline machine cannot reach.
+IMAGENET_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def encoder_normalization(encoder_name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) a pretrained encoder expects: timm's pretrained config for ``tu-`` encoders
+    (EfficientNet-Lite: 0.5 / 0.5), ImageNet's for SMP's own encoders."""
+    if encoder_name.startswith("tu-"):
+        import timm
+
+        try:
+            config = timm.get_pretrained_cfg(encoder_name[3:].split(".")[0])
+        except (RuntimeError, KeyError):
+            config = None
+        if config is not None and config.mean and config.std:
+            return tuple(map(float, config.mean)), tuple(map(float, config.std))
+    return IMAGENET_NORMALIZATION
+
+
 def architectures() -> dict[str, type[nn.Module]]:
     """SMP's architectures by class name (``Unet``, ``FPN``, ...), as this SMP version has them."""
     return {cls.__name__: cls for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}
@@ -208,6 +228,8 @@ class SMPModel(nn.Module):
         if weights_file is not None:
             load_encoder_weights(self.model.encoder, weights_file)
         self.stride = _input_multiple(self.model.encoder)
+        pretrained = encoder_weights is not None
+        self.input_normalization = encoder_normalization(encoder_name) if pretrained else None
 
     def _build(
         self,

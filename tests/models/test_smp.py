@@ -292,3 +292,11 @@ def test_unreadable_weights_file_is_a_clear_error(tmp_path):
     (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigurationError, match=r"cannot read weights file .*broken\.pth"):
         tiny(encoder_weights=str(tmp_path / "broken.pth"))
+
+
+def test_pretrained_timm_encoders_report_their_own_normalisation():
+    from lightning_seg.models.smp import IMAGENET_NORMALIZATION, encoder_normalization
+
+    # EfficientNet-Lite was trained on pixels scaled to [-1, 1], not on ImageNet statistics.
+    assert encoder_normalization("tu-tf_efficientnet_lite0") == ((0.5,) * 3, (0.5,) * 3)
+    assert encoder_normalization("resnet34") == IMAGENET_NORMALIZATION
