@@ -1,8 +1,8 @@
 """Runs written locally: compare them without the dashboard, and upload offline W&B runs.
 
 A fit run folder holds ``summary.json`` (best val IoU, the other validation metrics of that
-epoch, per-epoch history, parameters, wall time) and ``config.yaml``; a test run folder holds
-``test_summary.json`` naming the checkpoint it tested. Both exist whether the W&B run stayed
+epoch, per-epoch history, parameters, wall time), ``config.yaml`` and, once its checkpoints were
+tested, ``evaluations/test-<checkpoint>.json``. Both exist whether the W&B run stayed
 offline or went online, so ``compare`` works on either.
 """
 
@@ -52,15 +52,18 @@ def find_runs(targets: list[str], runs_dir: Path) -> list[Run]:
             p.parent for p in path.rglob("summary.json")
         )  # fmt: skip
         folders.extend(found)
-    tests: dict[Path, list[dict[str, Any]]] = {}
-    for test_file in runs_dir.rglob("test_summary.json") if runs_dir.is_dir() else []:
+    tests: dict[str, dict[str, Any]] = {}  # checkpoint path -> its latest test result
+    files = runs_dir.rglob("evaluations/test-*.json") if runs_dir.is_dir() else []
+    for test_file in sorted(files, key=lambda p: p.stat().st_mtime):
         result = json.loads(test_file.read_text())
         if result.get("checkpoint"):
-            tests.setdefault(Path(result["checkpoint"]).parent.parent, []).append(result)
+            tests[str(Path(result["checkpoint"]).resolve())] = result
     runs = []
     for folder in dict.fromkeys(folders):
         summary = json.loads((folder / "summary.json").read_text())
-        runs.append(Run(folder, summary, tests.get(folder.resolve(), [])))
+        best = summary.get("best_checkpoint")
+        best_test = tests.get(str(Path(best).resolve())) if best else None
+        runs.append(Run(folder, summary, [best_test] if best_test else []))
     return runs
 
 
@@ -71,7 +74,8 @@ def table(runs: list[Run]) -> str:
     rows = []
     for run in runs:
         s = run.summary
-        test_iou = max((t["test/iou"] for t in run.tests if "test/iou" in t), default=None)
+        # The test result of the checkpoint the run chose (its best), never the best of many.
+        test_iou = next((t["test/iou"] for t in run.tests if "test/iou" in t), None)
         rows.append((
             run.name, str(s.get("model", "?")), loss_name(s.get("loss", "?")),
             f"{s.get('val/iou', float('nan')):.4f}",

@@ -67,8 +67,13 @@ class SegmentationTask(LightningModule):
         tta: TTA = "none",
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer"])
+        # logger=False: the CLI logs the whole resolved config once, under flat keys
+        # (model.loss, data.image_size); Lightning's own copy would repeat it unprefixed.
+        self.save_hyperparameters(ignore=["optimizer"], logger=False)
         self.optimizer_factory = optimizer
+        # Set by Lightning's LearningRateFinder callback (--trainer.callbacks+=LearningRateFinder);
+        # None keeps the optimizer's configured learning rate.
+        self.lr: float | None = None
         self.configure_models()
         self.configure_losses()
         self.configure_metrics()
@@ -224,6 +229,9 @@ class SegmentationTask(LightningModule):
     # ----------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameters())
+        if self.lr is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = self.lr
         kind = self.hparams["lr_scheduler"]
         if kind == "constant":
             return optimizer

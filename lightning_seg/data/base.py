@@ -138,6 +138,10 @@ class SegmentationDataModule(LightningDataModule):
 
     def __init__(self, batch_size: int = 8, num_workers: int = 0) -> None:
         super().__init__()
+        if batch_size < 1:
+            raise ConfigurationError(f"data.batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ConfigurationError(f"data.num_workers must be >= 0, got {num_workers}")
         self.batch_size = batch_size
         self.num_workers = num_workers
         # Set by the CLI from the loss (``task.weight_map_spec``): {"w0": ..., "sigma": ...}.
@@ -266,6 +270,10 @@ class FileDataModule(SegmentationDataModule):
             raise ConfigurationError("data: set both mean and std, or neither")
         self.root = Path(root) if root else data_dir() / self.folder
         size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        if len(size) != 2 or min(int(side) for side in size) < 1:
+            raise ConfigurationError(
+                f"data.image_size must be one side or (height, width), each >= 1; got {image_size}"
+            )
         self.image_size: tuple[int, int] = (int(size[0]), int(size[1]))
         self.transform_specs = {
             "train": self.default_train() if train_transforms is None else train_transforms,

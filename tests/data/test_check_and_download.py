@@ -29,9 +29,7 @@ def test_check_data_reports_counts_sizes_classes_and_problems(tmp_path, capsys):
         "init_args": {"root": str(root), "num_classes": 3, "masks": {
             "type": "palette", "colors": [[0, 0, 0], [255, 0, 0], [0, 0, 255]]}},
     }}))  # fmt: skip
-    with pytest.raises(SystemExit) as exit_info:
-        main(["check-data", "--experiment", str(experiment)])
-    assert exit_info.value.code == 1
+    assert main(["check-data", "--experiment", str(experiment)]) == 1
     out = capsys.readouterr().out
     assert "train:" in out and "60x40 (8)" in out
     assert "class frequencies" in out and "class_1" in out
@@ -40,7 +38,7 @@ def test_check_data_reports_counts_sizes_classes_and_problems(tmp_path, capsys):
 
 def test_check_data_on_a_named_experiment(real_data, monkeypatch, capsys):
     monkeypatch.setenv("LIGHTNING_SEG_DATA", str(real_data))
-    assert main(["check-data", "--experiment", "unet_sandstone"]) is None
+    assert main(["check-data", "--experiment", "unet_sandstone"]) == 0
     out = capsys.readouterr().out
     assert "problems: 0" in out and "996x1024" in out and "phase_3" in out
 
