@@ -118,6 +118,7 @@ class RunSummary(Callback):
             "run_dir": str(self.run_dir),
             "num_parameters": sum(p.numel() for p in pl_module.parameters()),
             "model": pl_module.hparams.get("model"),
+            "dataset": getattr(trainer.datamodule, "name", None),
             "loss": pl_module.hparams.get("loss"),
             "history": getattr(self, "history", []),
         }

@@ -100,7 +100,7 @@ def test_compare_table_and_plot_with_test_results(tmp_path, monkeypatch, capsys)
     main(["compare", "quickstart", "--runs_dir", str(runs), "--plot", str(tmp_path / "c.png")])
     out = capsys.readouterr().out
     header, _, row = out.splitlines()[:3]
-    for column in ("experiment", "model", "loss", "best val IoU", "val F1", "test IoU",
+    for column in ("dataset", "experiment", "model", "loss", "best val IoU", "val F1", "test IoU",
                    "epochs", "params (M)", "wall time"):  # fmt: skip
         assert column in header
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -112,8 +112,8 @@ def test_compare_table_and_plot_with_test_results(tmp_path, monkeypatch, capsys)
     assert summary["val/f1"] == best_row["val/f1"] and summary["best_epoch"] == best_row["epoch"]
     test = json.loads(next(runs.rglob("evaluations/test-*.json")).read_text())
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[:3] == ["quickstart", "unet", "bce+dice"]
-    assert cells[3] == f"{summary['val/iou']:.4f}" and cells[5] == f"{test['test/iou']:.4f}"
+    assert cells[:4] == ["synthetic", "quickstart", "unet", "bce+dice"]
+    assert cells[4] == f"{summary['val/iou']:.4f}" and cells[6] == f"{test['test/iou']:.4f}"
     assert (tmp_path / "c.png").stat().st_size > 1000
 
 
@@ -179,3 +179,40 @@ def test_ddp_on_two_cpu_processes(tmp_path):
         assert out.returncode == 0, out.stderr[-3000:]
         scores[devices] = float(re.search(r"val/iou=([0-9.]+)", out.stdout).group(1))
     assert scores["1"] == pytest.approx(scores["2"], abs=1e-4)
+
+
+def test_compare_plot_of_ten_runs_has_distinct_entries_and_marks_best_epochs(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from lightning_seg.runs import Run, plot
+
+    runs = []
+    for i in range(10):
+        history = [{"epoch": e, "val/iou": 0.5 + 0.01 * i + 0.02 * e, "val/loss": 1.0 - 0.1 * e}
+                   for e in range(4)]  # fmt: skip
+        runs.append(
+            Run(tmp_path / f"2026-run{i:02d}", {"experiment": f"exp{i}", "history": history})
+        )
+    captured = {}
+    original = plt.Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        captured["fig"] = fig
+        return original(fig, *args, **kwargs)
+
+    plt.Figure.savefig = keep
+    try:
+        plot(runs, tmp_path / "c.png")
+    finally:
+        plt.Figure.savefig = original
+    iou_axes, loss_axes = captured["fig"].axes
+    labels = [line.get_label() for line in iou_axes.lines if not line.get_label().startswith("_")]
+    assert len(labels) == len(set(labels)) == 10
+    colours = {line.get_color() for line in iou_axes.lines}
+    assert len(colours) == 10  # one colour per run, shared by its line and its best-epoch star
+    stars = [line for line in iou_axes.lines if line.get_marker() == "*"]
+    assert [list(s.get_xdata()) for s in stars] == [[3]] * 10  # the best epoch, numbered as saved
+    assert len(loss_axes.lines) == 10
