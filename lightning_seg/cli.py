@@ -187,15 +187,14 @@ class SegmentationCLI(LightningCLI):
         run_dir = (Path(config.runs_dir) / experiment / run_id).resolve()
         evaluated = self.subcommand in EVALUATING and config.get("ckpt_path")
         own = checkpoint_run_dir(config.ckpt_path) if config.get("ckpt_path") else None
-        resumed = self.subcommand == "fit" and own is not None
         if own is not None:
             # Evaluating a run's checkpoint: its results live with that run, whatever the
             # experiment flags say, and no new run folder appears beside it. Resuming a fit
             # goes on in its folder, under its W&B run.
-            run_dir = own
-            if resumed:
-                run_id = own.name
-                os.environ["LIGHTNING_SEG_RUN_ID"] = run_id  # DDP children resume it too
+            # Evaluations add their test/* (or val/*) metrics to that fit's W&B run, so the
+            # dashboard shows val and test side by side, one row per trained model.
+            run_dir, run_id = own, own.name
+            os.environ["LIGHTNING_SEG_RUN_ID"] = run_id  # DDP children resume it too
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
         callbacks = [
             self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys
@@ -210,14 +209,16 @@ class SegmentationCLI(LightningCLI):
                 choose_wandb_mode()
                 trainer_config["logger"] = make_wandb_logger(
                     run_dir,
-                    experiment,
+                    own.parent.name if own is not None else experiment,
                     run_id,
-                    job_type=self.subcommand or "fit",
+                    # The fit run's id (its job type is part of it) when the run is known.
+                    job_type="fit" if own is not None else self.subcommand or "fit",
                     group=getattr(self.datamodule, "name", None),
                     tags=self.run_tags(),
-                    # An evaluation says so in its name and never counts as a fit run.
-                    name=f"{experiment}-{self.subcommand}" if evaluated else None,
-                    resume=resumed,
+                    # An evaluation of an unknown run says so in its name and never counts as
+                    # a fit run.
+                    name=f"{experiment}-{self.subcommand}" if evaluated and own is None else None,
+                    resume=own is not None,
                 )
         if self.subcommand == "fit":
             user_callbacks = trainer_config.get("callbacks") or []

@@ -114,3 +114,17 @@ def test_fit_line_and_summary_give_the_iou_at_half_and_the_tuned_one(
     assert f"val/iou_tuned={summary['val/iou_tuned']:.4f}" in line
     state = torch.load(summary["best_checkpoint"], weights_only=True, map_location="cpu")
     assert state["hyper_parameters"]["threshold"] == summary["threshold"]
+
+
+def test_test_adds_its_metrics_to_the_fit_runs_wandb_run(tiny_fit_args, tmp_path, monkeypatch):
+    from lightning_seg.wandb_offline import read_offline_run
+
+    run_cli(["fit", *tiny_fit_args])
+    (run,) = (tmp_path / "runs" / "quickstart").iterdir()
+    best = json.loads((run / "summary.json").read_text())["best_checkpoint"]
+    monkeypatch.delenv("LIGHTNING_SEG_RUN_ID", raising=False)
+    run_cli(["test", f"--ckpt_path={best}", "--trainer.enable_progress_bar=false"])
+    fit_file, test_file = sorted(run.glob("wandb/offline-run-*/*.wandb"))
+    fit, test = read_offline_run(fit_file), read_offline_run(test_file)
+    assert fit.run_id == test.run_id and test.name == fit.name == "quickstart"  # one row
+    assert test.metric("test/iou") and fit.metric("val/iou")
