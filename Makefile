@@ -11,6 +11,8 @@ PY := .venv/bin/python
 STAMP := .venv/.synced
 
 EXP ?= quickstart
+# --experiment only when EXP was given: a checkpoint is otherwise evaluated with its own run's config.
+NAMED_EXP := $(if $(filter command line environment,$(origin EXP)),--experiment $(EXP))
 ARGS ?=
 
 export UV_PYTHON_DOWNLOADS := never
@@ -22,7 +24,7 @@ export PYTHONUNBUFFERED := 1
 .PHONY: help env train validate evaluate models check-data compare sync predict export bench-accuracy bench-models bench-predict bench-data test test-all lint format clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 $(TOOLS)/uv/bin/uv:
 	python3 -m venv $(TOOLS)/uv
@@ -38,11 +40,11 @@ env: $(STAMP) ## build .venv from uv.lock (done by every other target)
 train: $(STAMP) ## train an experiment: make train EXP=quickstart ARGS="--trainer.max_epochs=3"
 	$(PY) -m lightning_seg fit --experiment $(EXP) $(ARGS)
 
-validate: $(STAMP) ## validate a checkpoint: make validate EXP=x ARGS="--ckpt_path=..."
-	$(PY) -m lightning_seg validate --experiment $(EXP) $(ARGS)
+validate: $(STAMP) ## validate a checkpoint: make validate CKPT=path
+	$(PY) -m lightning_seg validate $(NAMED_EXP) $(if $(CKPT),--ckpt_path $(CKPT)) $(ARGS)
 
-evaluate: $(STAMP) ## test a checkpoint on the test split: make evaluate EXP=x CKPT=path
-	$(PY) -m lightning_seg test --experiment $(EXP) --ckpt_path $(CKPT) $(ARGS)
+evaluate: $(STAMP) ## test a checkpoint on the test split of its own run's data: make evaluate CKPT=path
+	$(PY) -m lightning_seg test $(NAMED_EXP) --ckpt_path $(CKPT) $(ARGS)
 
 models: $(STAMP) ## list the networks with parameters and GFLOPs at 256x256
 	$(PY) -m lightning_seg models $(ARGS)
@@ -57,10 +59,10 @@ sync: $(STAMP) ## upload every offline W&B run not yet uploaded
 	$(PY) -m lightning_seg sync $(ARGS)
 
 predict: $(STAMP) ## masks for new images: make predict CKPT=path INPUT=folder OUTPUT=folder [ARGS="--tta flips --overlay"]
-	$(PY) -m lightning_seg predict --ckpt $(CKPT) --input $(INPUT) --output $(OUTPUT) $(ARGS)
+	$(PY) -m lightning_seg predict --ckpt_path $(CKPT) --input $(INPUT) --output $(OUTPUT) $(ARGS)
 
 export: $(STAMP) ## ONNX or TorchScript: make export CKPT=path FORMAT=onnx OUTPUT=model.onnx
-	$(PY) -m lightning_seg export --ckpt $(CKPT) --format $(or $(FORMAT),onnx) --output $(OUTPUT) $(ARGS)
+	$(PY) -m lightning_seg export --ckpt_path $(CKPT) --format $(or $(FORMAT),onnx) $(if $(OUTPUT),--output $(OUTPUT)) $(ARGS)
 
 bench-predict: $(STAMP) ## predict images/s on PH2-sized images, with and without TTA
 	$(PY) benchmarks/predict.py $(ARGS)
@@ -69,7 +71,7 @@ bench-data: $(STAMP) ## data loading images/s for PH2 with and without the cache
 	$(PY) benchmarks/dataloader.py $(ARGS)
 
 bench-accuracy: $(STAMP) ## fit + test every PH2 experiment, table in benchmarks/results/accuracy.md [EXP="a b"]
-	$(PY) benchmarks/accuracy.py $(if $(filter-out quickstart,$(EXP)),--experiments $(EXP)) $(ARGS)
+	$(PY) benchmarks/accuracy.py $(if $(NAMED_EXP),--experiments $(EXP)) $(ARGS)
 
 bench-models: $(STAMP) ## measure training throughput of every network (benchmarks/results/models.md)
 	$(PY) benchmarks/models.py $(ARGS)

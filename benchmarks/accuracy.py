@@ -83,8 +83,8 @@ def newest_run(runs_dir: Path, experiment: str, since: float) -> Path:
 
 
 def test_result(runs_dir: Path, experiment: str, checkpoint: str) -> dict[str, Any]:
-    """The test_summary.json that names this checkpoint."""
-    for path in sorted((runs_dir / experiment).glob("*/test_summary.json")):
+    """The test result of this checkpoint (``<run>/evaluations/test-<checkpoint>.json``)."""
+    for path in sorted((runs_dir / experiment).glob("*/evaluations/test-*.json")):
         result = json.loads(path.read_text())
         if result.get("checkpoint") == str(Path(checkpoint).resolve()):
             return result

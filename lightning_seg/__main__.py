@@ -2,4 +2,4 @@
 
 from lightning_seg.cli import main
 
-main()
+raise SystemExit(main())

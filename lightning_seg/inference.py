@@ -330,6 +330,11 @@ class Predictor:
         self._configure(task, settings, tta, sliding_window, tile, overlap, batch_size, threshold)
 
     @classmethod
+    def from_checkpoint(cls, ckpt_path: str | os.PathLike[str], **options: Any) -> Predictor:
+        """A predictor for a checkpoint written by ``fit`` (options as for the constructor)."""
+        return cls(ckpt_path, **options)
+
+    @classmethod
     def from_network(
         cls,
         network: nn.Module,
@@ -678,7 +683,13 @@ def predict_parser() -> argparse.ArgumentParser:
         "the end and make the exit status 1. Inputs are never overwritten: an --output folder "
         "that holds inputs is refused.",
     )
-    parser.add_argument("--ckpt", required=True, help="checkpoint (.ckpt) written by fit")
+    parser.add_argument(
+        "--ckpt_path",
+        "--ckpt",
+        dest="ckpt",
+        required=True,
+        help="checkpoint (.ckpt) written by fit (--ckpt is an alias)",
+    )
     parser.add_argument(
         "--input",
         required=True,

@@ -1,8 +1,8 @@
 """Runs written locally: compare them without the dashboard, and upload offline W&B runs.
 
 A fit run folder holds ``summary.json`` (best val IoU, the other validation metrics of that
-epoch, per-epoch history, parameters, wall time) and ``config.yaml``; a test run folder holds
-``test_summary.json`` naming the checkpoint it tested. Both exist whether the W&B run stayed
+epoch, per-epoch history, parameters, wall time), ``config.yaml`` and, once its checkpoints were
+tested, ``evaluations/test-<checkpoint>.json``. Both exist whether the W&B run stayed
 offline or went online, so ``compare`` works on either.
 """
 
@@ -30,6 +30,21 @@ class Run:
     def name(self) -> str:
         return str(self.summary.get("experiment", self.folder.parent.name))
 
+    @property
+    def dataset(self) -> str:
+        """``ph2``, ``camvid``, ...: from the summary, else from the run's config."""
+        if self.summary.get("dataset"):
+            return str(self.summary["dataset"])
+        try:
+            import yaml
+
+            config = yaml.safe_load((self.folder / "config.yaml").read_text()) or {}
+            class_path = str((config.get("data") or {}).get("class_path", ""))
+        except (OSError, ValueError):
+            class_path = ""
+        name = class_path.rsplit(".", 1)[-1].removesuffix("DataModule").lower()
+        return name or "?"
+
 
 def loss_name(loss: Any) -> str:
     if isinstance(loss, list):
@@ -52,28 +67,32 @@ def find_runs(targets: list[str], runs_dir: Path) -> list[Run]:
             p.parent for p in path.rglob("summary.json")
         )  # fmt: skip
         folders.extend(found)
-    tests: dict[Path, list[dict[str, Any]]] = {}
-    for test_file in runs_dir.rglob("test_summary.json") if runs_dir.is_dir() else []:
+    tests: dict[str, dict[str, Any]] = {}  # checkpoint path -> its latest test result
+    files = runs_dir.rglob("evaluations/test-*.json") if runs_dir.is_dir() else []
+    for test_file in sorted(files, key=lambda p: p.stat().st_mtime):
         result = json.loads(test_file.read_text())
         if result.get("checkpoint"):
-            tests.setdefault(Path(result["checkpoint"]).parent.parent, []).append(result)
+            tests[str(Path(result["checkpoint"]).resolve())] = result
     runs = []
     for folder in dict.fromkeys(folders):
         summary = json.loads((folder / "summary.json").read_text())
-        runs.append(Run(folder, summary, tests.get(folder.resolve(), [])))
+        best = summary.get("best_checkpoint")
+        best_test = tests.get(str(Path(best).resolve())) if best else None
+        runs.append(Run(folder, summary, [best_test] if best_test else []))
     return runs
 
 
 def table(runs: list[Run]) -> str:
     """The comparison table of the source notebooks, as Markdown."""
-    header = ("experiment", "model", "loss", "best val IoU", "val F1", "test IoU", "epochs",
-              "params (M)", "wall time", "run")  # fmt: skip
+    header = ("dataset", "experiment", "model", "loss", "best val IoU", "val F1", "test IoU",
+              "epochs", "params (M)", "wall time", "run")  # fmt: skip
     rows = []
     for run in runs:
         s = run.summary
-        test_iou = max((t["test/iou"] for t in run.tests if "test/iou" in t), default=None)
+        # The test result of the checkpoint the run chose (its best), never the best of many.
+        test_iou = next((t["test/iou"] for t in run.tests if "test/iou" in t), None)
         rows.append((
-            run.name, str(s.get("model", "?")), loss_name(s.get("loss", "?")),
+            run.dataset, run.name, str(s.get("model", "?")), loss_name(s.get("loss", "?")),
             f"{s.get('val/iou', float('nan')):.4f}",
             f"{s['val/f1']:.4f}" if "val/f1" in s else "-",
             f"{test_iou:.4f}" if test_iou is not None else "-",
@@ -89,25 +108,38 @@ def table(runs: list[Run]) -> str:
 
 
 def plot(runs: list[Run], output: Path) -> Path:
-    """Validation IoU per epoch of every run, one line each."""
+    """Val IoU (left) and val loss (right) per epoch of every run, epochs numbered as the
+    checkpoints name them (``epoch=009`` is the tenth), each run's best epoch starred."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for run in runs:
+    fig, (ax_iou, ax_loss) = plt.subplots(1, 2, figsize=(13, 5))
+    colours = plt.get_cmap("tab20")
+    for i, run in enumerate(runs):
         history = [row for row in run.summary.get("history", []) if "val/iou" in row]
-        if history:
-            epochs = [r["epoch"] + 1 for r in history]
-            label = f"{run.name} ({run.folder.name[-6:]})"
-            ax.plot(epochs, [r["val/iou"] for r in history], marker="o", markersize=3, label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("val IoU")
-    ax.set_title("Validation IoU per epoch")
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend(fontsize=8)
+        if not history:
+            continue
+        colour = colours(i % 20)
+        epochs = [r["epoch"] for r in history]
+        label = f"{run.name} ({run.folder.name[-6:]})"
+        ax_iou.plot(epochs, [r["val/iou"] for r in history], color=colour, linewidth=1.3,
+                    label=label)  # fmt: skip
+        best = max(history, key=lambda r: r["val/iou"])
+        ax_iou.plot([best["epoch"]], [best["val/iou"]], marker="*", markersize=11, color=colour)
+        losses = [(r["epoch"], r["val/loss"]) for r in history if "val/loss" in r]
+        if losses:
+            ax_loss.plot(*zip(*losses, strict=True), color=colour, linewidth=1.3)
+    ax_iou.set(xlabel="epoch (as in checkpoint names)", ylabel="val IoU",
+               title="Validation IoU (star: best epoch, the best checkpoint)")  # fmt: skip
+    ax_loss.set(xlabel="epoch (as in checkpoint names)", ylabel="val loss", title="Validation loss")
+    for ax in (ax_iou, ax_loss):
+        ax.grid(alpha=0.3)
+    if ax_iou.lines:
+        fig.legend(*ax_iou.get_legend_handles_labels(), loc="lower center", fontsize=8,
+                   ncol=min(4, max(1, len(runs))), frameon=False)  # fmt: skip
+        fig.subplots_adjust(bottom=0.12 + 0.04 * ((len(runs) + 3) // 4))
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -128,7 +160,8 @@ def compare_command(argv: list[str]) -> int:
     if not runs:
         print(f"no finished fit runs under {args.runs_dir}")
         return 1
-    runs.sort(key=lambda r: -r.summary.get("val/iou", float("-inf")))
+    # Grouped by dataset (scores of different datasets do not compare), best run first.
+    runs.sort(key=lambda r: (r.dataset, -r.summary.get("val/iou", float("-inf"))))
     print(table(runs))
     print(f"plot: {plot(runs, args.plot or args.runs_dir / 'compare.png')}")
     return 0

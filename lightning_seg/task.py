@@ -17,6 +17,7 @@ from torch import Tensor
 from torchmetrics import MetricCollection
 
 from lightning_seg.callbacks import ThresholdTuner
+from lightning_seg.data.base import sample_seed
 from lightning_seg.errors import ConfigurationError
 from lightning_seg.losses import LossSpec, build_loss
 from lightning_seg.metrics import build_metrics
@@ -67,8 +68,13 @@ class SegmentationTask(LightningModule):
         tta: TTA = "none",
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer"])
+        # logger=False: the CLI logs the whole resolved config once, under flat keys
+        # (model.loss, data.image_size); Lightning's own copy would repeat it unprefixed.
+        self.save_hyperparameters(ignore=["optimizer"], logger=False)
         self.optimizer_factory = optimizer
+        # Set by Lightning's LearningRateFinder callback (--trainer.callbacks+=LearningRateFinder);
+        # None keeps the optimizer's configured learning rate.
+        self.lr: float | None = None
         self.configure_models()
         self.configure_losses()
         self.configure_metrics()
@@ -224,6 +230,9 @@ class SegmentationTask(LightningModule):
     # ----------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameters())
+        if self.lr is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = self.lr
         kind = self.hparams["lr_scheduler"]
         if kind == "constant":
             return optimizer
@@ -246,6 +255,16 @@ class SegmentationTask(LightningModule):
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "inference_settings"):
             checkpoint["lightning_seg"] = datamodule.inference_settings()
+
+    def on_fit_start(self) -> None:
+        self._base_seed = torch.initial_seed()  # seed_everything's, also when resuming
+
+    def on_train_epoch_start(self) -> None:
+        # Torch's own randomness (dropout) restarts from (seed, epoch) every epoch, so a run
+        # resumed from a checkpoint draws what an uninterrupted one would.
+        torch.manual_seed(
+            sample_seed(getattr(self, "_base_seed", 0), self.current_epoch, 2**31 - 2)
+        )
 
     def on_train_start(self) -> None:
         # A resumed run restores the scheduler with the old total; when max_epochs grew, stretch

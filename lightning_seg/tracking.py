@@ -71,13 +71,17 @@ def new_run_id() -> str:
 
 
 def display_name(run_dir: Path, experiment: str) -> str:
-    """The experiment's name, with ``-2``, ``-3``, ... when it already has earlier runs here."""
+    """The experiment's name, with ``-2``, ``-3``, ... for its later fit runs here.
+
+    Fit runs are the sibling folders with a ``config.yaml`` (evaluations write none); run ids
+    sort by time, so a run keeps its name when it is resumed after later runs began.
+    """
     parent = run_dir.parent
-    earlier = (
-        [p for p in parent.iterdir() if p.is_dir() and p.name != run_dir.name]
-        if parent.is_dir()
-        else []
-    )
+    earlier = [
+        p
+        for p in (parent.iterdir() if parent.is_dir() else [])
+        if p.is_dir() and p.name < run_dir.name and (p / "config.yaml").is_file()
+    ]
     return experiment if not earlier else f"{experiment}-{len(earlier) + 1}"
 
 
@@ -106,28 +110,42 @@ def make_wandb_logger(
     job_type: str,
     group: str | None = None,
     tags: list[str] | None = None,
+    name: str | None = None,
+    resume: bool = False,
 ) -> WandbLogger:
     """The default logger: one W&B run per experiment run, stored inside the run folder."""
     if process_rank() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-    return WandbLogger(
-        name=display_name(run_dir, experiment),
+    logger = WandbLogger(
+        name=name or display_name(run_dir, experiment),
         project=os.environ.get("WANDB_PROJECT", DEFAULT_PROJECT),
         save_dir=str(run_dir),
         id=re.sub(r"[^a-z0-9]", "", run_id.lower()) + job_type[:1],
         job_type=job_type,
         group=group,
         tags=tags,
+        **({"resume": "allow"} if resume else {}),
     )
+    # Lightning always passes `anonymous`, which W&B now warns about whatever its value.
+    logger._wandb_init.pop("anonymous", None)
+    return logger
 
 
 def offline_notice(logger: WandbLogger) -> str | None:
-    """One line telling where an offline run was written and how to upload it, else None."""
+    """The one line about the W&B run: where an offline run was written and how to upload it,
+    or the online run's page (W&B's own banner is silenced)."""
     run = logger.experiment
-    if not getattr(run, "settings", None) or not run.settings._offline:
+    settings = getattr(run, "settings", None)
+    if settings is None:
         return None
-    sync_dir = run.settings.sync_dir
-    return f"W&B run saved offline in {sync_dir}; upload it with: wandb sync {sync_dir}"
+    if not settings._offline:
+        url = getattr(run, "url", None)
+        return f"W&B run: {url}" if url else None
+    sync_dir = settings.sync_dir
+    return (
+        f"W&B run saved offline in {sync_dir}; upload it with `make sync` "
+        f"(or: wandb sync {sync_dir})"
+    )
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

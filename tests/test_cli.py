@@ -8,11 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
-from lightning_seg.cli import main
+from lightning_seg.cli import main, run_cli
 from lightning_seg.wandb_offline import read_offline_run
+from tests.cli_helpers import exit_status
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def test_fit_writes_best_and_last_checkpoints_and_prints_summary(tiny_fit_args, 
     assert str(run_dir / "checkpoints" / best[0]) in last_line
 
 
-def test_fit_resumes_from_checkpoint(tiny_fit_args, tmp_path, monkeypatch):
+def test_fit_resumes_from_checkpoint_in_the_same_run(tiny_fit_args, tmp_path, monkeypatch):
     main(["fit", *tiny_fit_args])
     first = only(list((tmp_path / "runs" / "quickstart").iterdir()))
     last = first / "checkpoints" / "last.ckpt"
@@ -48,12 +48,15 @@ def test_fit_resumes_from_checkpoint(tiny_fit_args, tmp_path, monkeypatch):
 
     monkeypatch.delenv("LIGHTNING_SEG_RUN_ID", raising=False)
     main(["fit", *tiny_fit_args, "--trainer.max_epochs=3", f"--ckpt_path={last}"])
-    second = only([p for p in (tmp_path / "runs" / "quickstart").iterdir() if p != first])
-    resumed = torch.load(
-        second / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu"
-    )
+    # The run goes on in its own folder, under its own W&B run: no second run appears.
+    assert only(list((tmp_path / "runs" / "quickstart").iterdir())) == first
+    resumed = torch.load(last, weights_only=True, map_location="cpu")
     # One more epoch of 3 steps on top of the restored 6: training went on, it did not restart.
     assert resumed["epoch"] == 2 and resumed["global_step"] == 9
+    summary = json.loads((first / "summary.json").read_text())
+    assert [row["epoch"] for row in summary["history"]] == [0, 1, 2]
+    runs = sorted((first / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and len({run.name.rsplit("-", 1)[1] for run in runs}) == 1  # same id
 
 
 def test_wandb_offline_run_holds_metrics_and_config(tiny_fit_args, tmp_path):
@@ -70,6 +73,8 @@ def test_wandb_offline_run_holds_metrics_and_config(tiny_fit_args, tmp_path):
     assert run.config["trainer.max_epochs"] == 2
     assert run.config["model.optimizer.lr"] == 0.003
     assert run.config["num_parameters"] > 0
+    # Each setting once, under its flat key: no unprefixed copies, no Lightning internals.
+    assert not {"loss", "model", "model_args", "_instantiator", "_class_path"} & set(run.config)
 
 
 def test_wandb_goes_offline_without_credentials(tiny_fit_args, tmp_path, monkeypatch, capsys):
@@ -80,7 +85,8 @@ def test_wandb_goes_offline_without_credentials(tiny_fit_args, tmp_path, monkeyp
     assert os.environ["WANDB_MODE"] == "offline"
     notices = [line for line in capsys.readouterr().out.splitlines() if "wandb sync" in line]
     assert len(notices) == 1
-    sync_dir = notices[0].rsplit("wandb sync ", 1)[1]
+    assert "make sync" in notices[0]
+    sync_dir = notices[0].rsplit("wandb sync ", 1)[1].rstrip(")")
     assert Path(sync_dir).is_dir() and list(Path(sync_dir).glob("*.wandb"))
 
 
@@ -88,32 +94,26 @@ def test_multiclass_fit_and_test_report_iou_and_f1(tiny_fit_args, tmp_path, caps
     args = [*tiny_fit_args, "--data.init_args.num_lesion_classes=2", "--model.loss=ce+dice"]
     main(["fit", *args, "--trainer.max_epochs=1"])
     best = only(list((tmp_path / "runs" / "quickstart").glob("*/checkpoints/epoch=*.ckpt")))
-    cli = main(["test", *args, f"--ckpt_path={best}"])
+    cli = run_cli(["test", *args, f"--ckpt_path={best}"])
     results = cli.trainer.callback_metrics
     assert {"test/iou", "test/f1", "test/loss"} <= set(results)
     assert cli.model.hparams["num_classes"] == 3
 
 
 def test_unknown_experiment_lists_the_available_ones(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--experiment=no_such_experiment"])
-    assert exit_info.value.code == 2
+    assert exit_status(["fit", "--experiment=no_such_experiment"]) == 2
     err = capsys.readouterr().err
     assert "unknown experiment 'no_such_experiment'" in err and "quickstart" in err
 
 
 def test_unknown_model_lists_the_valid_choices(tiny_fit_args, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", *tiny_fit_args, "--model.model=no_such_net"])
-    assert exit_info.value.code != 0
+    assert exit_status(["fit", *tiny_fit_args, "--model.model=no_such_net"]) != 0
     err = capsys.readouterr().err
     assert "no_such_net" in err and "unet" in err and "unet_convpool" in err
 
 
 def test_unknown_loss_lists_the_valid_choices(tiny_fit_args, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", *tiny_fit_args, "--model.loss=bce+no_such_loss"])
-    assert exit_info.value.code == 2
+    assert exit_status(["fit", *tiny_fit_args, "--model.loss=bce+no_such_loss"]) == 2
     err = capsys.readouterr().err
     assert "unknown loss 'no_such_loss'" in err and "bce" in err and "dice" in err
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lightning_seg.cli import main
+from lightning_seg.cli import main, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,14 +40,14 @@ def test_predict_files_through_the_cli(checkpoint, tmp_path):
     Image.fromarray(rng.integers(0, 255, (80, 70, 3), dtype=np.uint8)).save(inputs / "b.jpg")
     argv = ["predict", "--ckpt", str(checkpoint), "--input", str(inputs),
             "--output", str(tmp_path / "out"), "--tta", "flips", "--no-progress"]  # fmt: skip
-    assert main(argv) is None
+    assert main(argv) == 0
     masks = {p.name: np.asarray(Image.open(p)) for p in (tmp_path / "out").glob("*.png")}
     assert masks["a.png"].shape == (45, 61) and masks["b.png"].shape == (80, 70)
     assert set(np.unique(masks["a.png"])) <= {0, 255}
 
 
 def test_lightning_predict_over_the_datamodule_still_works(checkpoint, tmp_path):
-    cli = main(["predict", "--experiment=quickstart", f"--ckpt_path={checkpoint}",
+    cli = run_cli(["predict", "--experiment=quickstart", f"--ckpt_path={checkpoint}",
                 "--data.init_args.size=32", "--data.init_args.num_test=4",
                 "--model.model_args.depth=2", "--model.model_args.base_channels=4",
                 f"--runs_dir={tmp_path}", "--trainer.enable_progress_bar=false"])  # fmt: skip

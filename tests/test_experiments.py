@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lightning_seg.cli import available_experiments, main
+from lightning_seg.cli import run_cli
+from lightning_seg.experiments import available_experiments
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -37,7 +38,7 @@ def test_experiment_fast_dev_run(name, tmp_path, shared_cache, monkeypatch):
         pytest.skip(f"shared datasets not found at {data} (set LIGHTNING_SEG_DATA)")
     monkeypatch.setenv("LIGHTNING_SEG_DATA", str(data))
     monkeypatch.setenv("LIGHTNING_SEG_CACHE", str(shared_cache))
-    cli = main(["fit", f"--experiment={name}", f"--runs_dir={tmp_path}",
+    cli = run_cli(["fit", f"--experiment={name}", f"--runs_dir={tmp_path}",
                 "--trainer.fast_dev_run=true", "--trainer.enable_progress_bar=false",
                 "--data.init_args.batch_size=2", *OFFLINE.get(name, [])])  # fmt: skip
     assert cli.trainer.global_step == 1
@@ -49,7 +50,7 @@ def test_carvana_experiment_on_generated_files(tmp_path, monkeypatch):
     make_carvana(tmp_path / "data" / "carvana", cars=6, views=2)
     monkeypatch.setenv("LIGHTNING_SEG_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("LIGHTNING_SEG_CACHE", str(tmp_path / "cache"))
-    cli = main(["fit", "--experiment=unet_carvana", f"--runs_dir={tmp_path}",
+    cli = run_cli(["fit", "--experiment=unet_carvana", f"--runs_dir={tmp_path}",
                 "--trainer.fast_dev_run=true", "--data.init_args.image_size=[64,96]",
                 "--data.init_args.train_crop=[32,48]", "--data.init_args.num_workers=0",
                 "--model.model_args.base_channels=8"])  # fmt: skip

@@ -107,8 +107,10 @@ def test_segnet_onnx_matches_pytorch_at_dynamic_batch_and_size(tmp_path: Path) -
     assert json.loads(metadata["mean"]) == SETTINGS["mean"]
     assert json.loads(metadata["std"]) == SETTINGS["std"]
     assert json.loads(metadata["class_names"]) == ["skin", "lesion"]
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    assert all(dims[i].dim_param for i in (0, 2, 3))  # symbolic batch, height, width
+    for value in (model.graph.input[0], model.graph.output[0]):
+        dims = value.type.tensor_type.shape.dim
+        assert [dims[i].dim_param for i in (0, 2, 3)] == ["batch", "height", "width"]
+    assert model.model_version >= 1
 
 
 def test_pspnet_onnx_fixes_the_spatial_size(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lightning_seg.cli import main
+from lightning_seg.cli import run_cli
 from lightning_seg.losses.boundary import unet_weight_map
 from lightning_seg.task import SegmentationTask
 
@@ -33,7 +33,7 @@ def fit_args(tmp_path: Path, *extra: str) -> list[str]:
 
 
 def test_boundary_loss_gets_weight_maps_from_the_data_pipeline(tmp_path):
-    cli = main(fit_args(tmp_path, "--trainer.max_epochs=1", "--model.loss=boundary_bce"))
+    cli = run_cli(fit_args(tmp_path, "--trainer.max_epochs=1", "--model.loss=boundary_bce"))
     assert cli.datamodule.weight_map == {"w0": 10.0, "sigma": 5.0}
     sample = cli.datamodule.datasets["train"][3]
     expected = unet_weight_map(sample["mask"].numpy(), 10.0, 5.0)
@@ -42,9 +42,9 @@ def test_boundary_loss_gets_weight_maps_from_the_data_pipeline(tmp_path):
 
 
 def test_metric_names_binary_and_multiclass(tmp_path):
-    cli = main(fit_args(tmp_path / "b", "--trainer.max_epochs=1"))
+    cli = run_cli(fit_args(tmp_path / "b", "--trainer.max_epochs=1"))
     assert {"val/iou", "val/f1", "val/iou_per_image"} <= set(cli.trainer.callback_metrics)
-    cli = main(
+    cli = run_cli(
         fit_args(
             tmp_path / "m",
             "--trainer.max_epochs=1",
@@ -69,7 +69,7 @@ def val_iou_at(task: SegmentationTask, datamodule, thresholds: np.ndarray) -> np
 
 
 def test_tuned_threshold_is_stored_in_checkpoints_and_used_by_test(tmp_path):
-    cli = main(fit_args(tmp_path, "--trainer.max_epochs=3", "--model.tune_threshold=true"))
+    cli = run_cli(fit_args(tmp_path, "--trainer.max_epochs=3", "--model.tune_threshold=true"))
     run_dir = next((tmp_path / "quickstart").iterdir())
     summary = json.loads((run_dir / "summary.json").read_text())
     best = Path(summary["best_checkpoint"])
@@ -86,7 +86,7 @@ def test_tuned_threshold_is_stored_in_checkpoints_and_used_by_test(tmp_path):
     assert ious[round(tuned * 100) - 1] >= ious.max() - 1e-6
     assert ious[round(tuned * 100) - 1] >= ious[49]  # at least as good as 0.5
 
-    test_cli = main(
+    test_cli = run_cli(
         ["test", *fit_args(tmp_path)[1:], f"--ckpt_path={best}", "--model.tune_threshold=true"]
     )
     assert test_cli.model.hparams["threshold"] == tuned

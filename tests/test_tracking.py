@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_seg.cli import main
+from lightning_seg.cli import main, run_cli
 from lightning_seg.runs import offline_runs
 from lightning_seg.wandb_offline import read_offline_run
 
@@ -82,7 +82,7 @@ def test_wandb_run_is_named_grouped_tagged_and_keeps_best_values(tmp_path, monke
 
 
 def test_group_tags_and_job_type(tmp_path):
-    cli = main(["fit", *args(tmp_path, "--trainer.max_epochs=1")])
+    cli = run_cli(["fit", *args(tmp_path, "--trainer.max_epochs=1")])
     logger = cli.trainer.logger
     assert logger._wandb_init["group"] == "synthetic"
     assert logger._wandb_init["job_type"] == "fit"
@@ -100,7 +100,7 @@ def test_compare_table_and_plot_with_test_results(tmp_path, monkeypatch, capsys)
     main(["compare", "quickstart", "--runs_dir", str(runs), "--plot", str(tmp_path / "c.png")])
     out = capsys.readouterr().out
     header, _, row = out.splitlines()[:3]
-    for column in ("experiment", "model", "loss", "best val IoU", "val F1", "test IoU",
+    for column in ("dataset", "experiment", "model", "loss", "best val IoU", "val F1", "test IoU",
                    "epochs", "params (M)", "wall time"):  # fmt: skip
         assert column in header
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -110,10 +110,10 @@ def test_compare_table_and_plot_with_test_results(tmp_path, monkeypatch, capsys)
     assert summary["val/iou"] == pytest.approx(max(ious))
     best_row = summary["history"][ious.index(max(ious))]
     assert summary["val/f1"] == best_row["val/f1"] and summary["best_epoch"] == best_row["epoch"]
-    test = json.loads(next(runs.rglob("test_summary.json")).read_text())
+    test = json.loads(next(runs.rglob("evaluations/test-*.json")).read_text())
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[:3] == ["quickstart", "unet", "bce+dice"]
-    assert cells[3] == f"{summary['val/iou']:.4f}" and cells[5] == f"{test['test/iou']:.4f}"
+    assert cells[:4] == ["synthetic", "quickstart", "unet", "bce+dice"]
+    assert cells[4] == f"{summary['val/iou']:.4f}" and cells[6] == f"{test['test/iou']:.4f}"
     assert (tmp_path / "c.png").stat().st_size > 1000
 
 
@@ -125,9 +125,8 @@ def test_sync_lists_pending_offline_runs_and_needs_credentials(tmp_path, monkeyp
     assert str(pending) in capsys.readouterr().out
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "none"))
-    with pytest.raises(SystemExit) as exit_info:
-        main(["sync", "--runs_dir", str(runs)])
-    assert exit_info.value.code == 2 and "wandb login" in capsys.readouterr().err
+    assert main(["sync", "--runs_dir", str(runs)]) == 2
+    assert "wandb login" in capsys.readouterr().err
     (pending / f"{next(pending.glob('*.wandb')).name}.synced").touch()
     assert offline_runs(runs) == []
 
@@ -135,23 +134,23 @@ def test_sync_lists_pending_offline_runs_and_needs_credentials(tmp_path, monkeyp
 def test_same_seed_gives_the_same_val_iou(tmp_path, monkeypatch):
     longer = ["--trainer.logger=false", "--trainer.max_epochs=4", "--trainer.limit_train_batches=6",
               "--model.model_args.base_channels=8"]  # fmt: skip
-    first = main(["fit", *args(tmp_path / "a", *longer)])
+    first = run_cli(["fit", *args(tmp_path / "a", *longer)])
     monkeypatch.delenv("LIGHTNING_SEG_RUN_ID", raising=False)
-    second = main(["fit", *args(tmp_path / "b", *longer)])
+    second = run_cli(["fit", *args(tmp_path / "b", *longer)])
     one = first.summary.summary["val/iou"]
     assert one == second.summary.summary["val/iou"] and one > 0
 
 
 def test_compiled_network_trains(tmp_path):
     # One graph (the training step) keeps the inductor compile time of this test low.
-    cli = main(["fit", *args(tmp_path, "--trainer.logger=false", "--model.compile=true",
+    cli = run_cli(["fit", *args(tmp_path, "--trainer.logger=false", "--model.compile=true",
                              "--trainer.max_epochs=1", "--trainer.limit_val_batches=0",
                              "--trainer.num_sanity_val_steps=0")])  # fmt: skip
     assert cli.trainer.global_step == 3
     assert cli.model.network._compiled_call_impl is not None
 
 
-def run_cli(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+def run_module(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lightning_seg", *argv], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
 
@@ -164,7 +163,7 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     runs = tmp_path / "runs"
     ddp = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
     common = args(runs, "--trainer.max_epochs=1", "--data.init_args.num_val=16")
-    fit = run_cli("fit", *common, *ddp, env=env)
+    fit = run_module("fit", *common, *ddp, env=env)
     assert fit.returncode == 0, fit.stderr[-3000:]
     assert fit.stdout.count("fit done: val/iou=") == 1
     (run_dir,) = (runs / "quickstart").iterdir()
@@ -176,7 +175,44 @@ def test_ddp_on_two_cpu_processes(tmp_path):
         flags = [*ddp[:1], f"--trainer.devices={devices}", "--trainer.logger=false"]
         if devices == "2":
             flags.append("--trainer.strategy=ddp")
-        out = run_cli("validate", *common, *flags, f"--ckpt_path={best}", env=env)
+        out = run_module("validate", *common, *flags, f"--ckpt_path={best}", env=env)
         assert out.returncode == 0, out.stderr[-3000:]
         scores[devices] = float(re.search(r"val/iou=([0-9.]+)", out.stdout).group(1))
     assert scores["1"] == pytest.approx(scores["2"], abs=1e-4)
+
+
+def test_compare_plot_of_ten_runs_has_distinct_entries_and_marks_best_epochs(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from lightning_seg.runs import Run, plot
+
+    runs = []
+    for i in range(10):
+        history = [{"epoch": e, "val/iou": 0.5 + 0.01 * i + 0.02 * e, "val/loss": 1.0 - 0.1 * e}
+                   for e in range(4)]  # fmt: skip
+        runs.append(
+            Run(tmp_path / f"2026-run{i:02d}", {"experiment": f"exp{i}", "history": history})
+        )
+    captured = {}
+    original = plt.Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        captured["fig"] = fig
+        return original(fig, *args, **kwargs)
+
+    plt.Figure.savefig = keep
+    try:
+        plot(runs, tmp_path / "c.png")
+    finally:
+        plt.Figure.savefig = original
+    iou_axes, loss_axes = captured["fig"].axes
+    labels = [line.get_label() for line in iou_axes.lines if not line.get_label().startswith("_")]
+    assert len(labels) == len(set(labels)) == 10
+    colours = {line.get_color() for line in iou_axes.lines}
+    assert len(colours) == 10  # one colour per run, shared by its line and its best-epoch star
+    stars = [line for line in iou_axes.lines if line.get_marker() == "*"]
+    assert [list(s.get_xdata()) for s in stars] == [[3]] * 10  # the best epoch, numbered as saved
+    assert len(loss_axes.lines) == 10

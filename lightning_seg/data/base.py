@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import torch
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lightning_seg.data import cache
 from lightning_seg.data.io import DataError, image_size, is_image_file, read_image
@@ -106,12 +106,20 @@ class ArrayDataset(Dataset):
                 state[key] = np.load(value[1], mmap_mode="r")[: value[2]]
         self.__dict__.update(state)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index: int | tuple[int, int, int]) -> dict[str, torch.Tensor]:
+        seed = None
+        if isinstance(index, tuple):  # (seed, epoch, index) from EpochSampler
+            seed = sample_seed(*index)
+            index = index[2]
         image = np.asarray(self.images[index])
         mask = np.asarray(self.masks[index])
         weight = None if self.weights is None else np.asarray(self.weights[index])
         if self.transform is not None:
-            if self._seeded_pid != os.getpid():
+            if seed is not None:
+                # The augmentation of a sample depends on (seed, epoch, index) alone, not on
+                # which worker draws it or when: a resumed run augments as the original did.
+                self.transform.set_random_seed(seed)
+            elif self._seeded_pid != os.getpid():
                 # Albumentations has its own generator: seed it per worker from torch's seed,
                 # which Lightning's seed_everything(workers=True) makes reproducible.
                 self.transform.set_random_seed(torch.initial_seed() % 2**32)
@@ -122,6 +130,42 @@ class ArrayDataset(Dataset):
             out = self.transform(**targets)
             image, mask, weight = out["image"], out["mask"], out.get("weight")
         return to_tensors(image, mask, self.mean, self.std, weight)
+
+
+PERMUTATION = 2**31 - 1  # the "index" whose seed draws an epoch's order (never a sample's)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 32-bit seed for one sample of one epoch, well mixed (NumPy's SeedSequence)."""
+    return int(np.random.SeedSequence([seed % 2**63, epoch, index]).generate_state(1)[0])
+
+
+class EpochSampler(Sampler):
+    """Shuffles the training set with a permutation of (seed, epoch) only, and hands each index
+    to the dataset as ``(seed, epoch, index)`` so that augmentation is seeded the same way.
+
+    Lightning calls :meth:`set_epoch` at the start of every epoch, also after resuming from a
+    checkpoint, so a run killed and resumed sees the same batches and augmentations as one that
+    ran straight through (the global RNG state at resume time plays no part).
+    """
+
+    def __init__(self, size: int, seed: int, epoch_of: Callable[[], int] | None = None) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+        self.epoch_of = epoch_of
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        # Lightning creates a resumed run's first iterator (and worker processes prefetch from
+        # it) before it calls set_epoch, so the epoch is read from the trainer when it can be.
+        epoch = self.epoch_of() if self.epoch_of is not None else self.epoch
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, PERMUTATION))
+        for index in torch.randperm(self.size, generator=generator).tolist():
+            yield (self.seed, epoch, index)
 
 
 class SegmentationDataModule(LightningDataModule):
@@ -138,6 +182,10 @@ class SegmentationDataModule(LightningDataModule):
 
     def __init__(self, batch_size: int = 8, num_workers: int = 0) -> None:
         super().__init__()
+        if batch_size < 1:
+            raise ConfigurationError(f"data.batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ConfigurationError(f"data.num_workers must be >= 0, got {num_workers}")
         self.batch_size = batch_size
         self.num_workers = num_workers
         # Set by the CLI from the loss (``task.weight_map_spec``): {"w0": ..., "sigma": ...}.
@@ -154,6 +202,9 @@ class SegmentationDataModule(LightningDataModule):
         raise NotImplementedError
 
     def setup(self, stage: str) -> None:
+        # seed_everything's seed, taken before training reseeds torch per epoch: the shuffle
+        # and augmentation seed of this run, the same when it is resumed.
+        self.shuffle_seed = getattr(self, "shuffle_seed", None) or torch.initial_seed()
         for split in STAGE_SPLITS[stage]:
             if split not in self.datasets:
                 self.datasets[split] = self.build_dataset(split)
@@ -171,15 +222,40 @@ class SegmentationDataModule(LightningDataModule):
         return unet_weight_map(mask, ignore_index=self.ignore_index, **self.weight_map)
 
     def _loader(self, split: str, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
+        dataset = self.datasets[split]
+        # The training order and augmentation follow seed_everything's seed and the epoch.
+        seed = getattr(self, "shuffle_seed", None) or torch.initial_seed()
+        sampler = (
+            EpochSampler(len(dataset), seed, self.training_epoch)  # type: ignore[arg-type]
+            if shuffle
+            else None
+        )
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in checkpoints: the epoch that training goes on with after a resume."""
+        trainer = getattr(self, "trainer", None)
+        loop = getattr(trainer, "fit_loop", None)
+        return {"next_epoch": int(loop.epoch_progress.current.processed) if loop else 0}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.resume_epoch = state_dict.get("next_epoch")
+
+    def training_epoch(self) -> int:
+        """The epoch the trainer is about to train (its restored progress, when resuming)."""
+        trainer = getattr(self, "trainer", None)
+        loop = getattr(trainer, "fit_loop", None)
+        progress = int(loop.epoch_progress.current.processed) if loop is not None else 0
+        # A resumed run's first iterator is made before the loop's progress is restored.
+        return max(progress, getattr(self, "resume_epoch", None) or 0)
 
     def train_dataloader(self) -> DataLoader:
         # drop_last keeps BatchNorm away from a final batch of one sample.
@@ -266,6 +342,10 @@ class FileDataModule(SegmentationDataModule):
             raise ConfigurationError("data: set both mean and std, or neither")
         self.root = Path(root) if root else data_dir() / self.folder
         size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        if len(size) != 2 or min(int(side) for side in size) < 1:
+            raise ConfigurationError(
+                f"data.image_size must be one side or (height, width), each >= 1; got {image_size}"
+            )
         self.image_size: tuple[int, int] = (int(size[0]), int(size[1]))
         self.transform_specs = {
             "train": self.default_train() if train_transforms is None else train_transforms,
@@ -540,14 +620,19 @@ class FileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pieces)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index: int | tuple[int, int, int]) -> dict[str, torch.Tensor]:
+        key: int | tuple[int, int, int] = 0
+        if isinstance(index, tuple):  # (seed, epoch, index): seed the augmentation with it
+            key, index = (index[0], index[1], 0), index[2]
         pair, piece = self.pieces[index]
         image, mask, _ = self.dm.decode_pair(pair)
         image, mask, _ = list(self.dm.pieces(image, mask))[piece]
         weight = self.dm.weight_map_of(mask)[None] if self.dm.weight_map else None
         self.array.images, self.array.masks = image[None], mask[None]
         self.array.weights = weight
-        return self.array[0]
+        if isinstance(key, tuple):
+            key = (key[0], key[1], index)
+        return self.array[key]
 
 
 def tile_origins(size: tuple[int, int], tile: tuple[int, int]) -> list[tuple[int, int]]:

@@ -75,7 +75,8 @@ def build(
     skipped simply yield nothing, so fewer than ``capacity`` rows may be filled.
     """
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    remove_abandoned(folder)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.{os.getpid()}.", dir=folder.parent))
     try:
         height, width, channels = shape
         images = np.lib.format.open_memmap(
@@ -101,6 +102,25 @@ def build(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return load(folder)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_abandoned(folder: Path) -> None:
+    """Delete half-built copies of ``folder`` left by killed runs (``.<name>.<pid>.<random>``
+    whose process is gone); a build still running in another process is left alone."""
+    for partial in folder.parent.glob(f".{folder.name}.*"):
+        pid = partial.name[len(folder.name) + 2 :].split(".", 1)[0]
+        if partial.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(partial, ignore_errors=True)
 
 
 def weight_maps(folder: Path, masks: np.ndarray, compute: Any, key: str) -> np.ndarray:

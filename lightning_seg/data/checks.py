@@ -73,7 +73,7 @@ def audit(dm: FileDataModule) -> tuple[str, int]:
 
 
 def check_data_command(argv: list[str]) -> int:
-    from lightning_seg.cli import experiment_path
+    from lightning_seg.experiments import check_yaml, experiment_path
 
     parser = argparse.ArgumentParser(
         prog="lightning-seg check-data",
@@ -82,7 +82,9 @@ def check_data_command(argv: list[str]) -> int:
     parser.add_argument("--experiment", required=True, help="experiment name or YAML path")
     args, overrides = parser.parse_known_args(argv)
     path = Path(args.experiment)
-    if not path.is_file():
+    if path.is_file():
+        check_yaml(path)
+    else:
         path = experiment_path(args.experiment)
     dm = datamodule_from_experiment(path, overrides)
     if not isinstance(dm, FileDataModule):

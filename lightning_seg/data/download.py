@@ -441,6 +441,10 @@ def _check_tree(archive: Path, staging: Path, links_allowed: bool) -> None:
 # --- extracting ----------------------------------------------------------------------------------
 
 
+class DamagedArchiveError(DownloadError):
+    """An archive that cannot be read: a broken download, worth fetching again."""
+
+
 def archive_kind(archive: Path) -> str:
     """``"zip"``, ``"tar"`` (plain, gzip, bzip2 or xz) or ``"rar"``, from the file's content."""
     archive = Path(archive)
@@ -458,6 +462,11 @@ def archive_kind(archive: Path) -> str:
             return "tar"
     if zipfile.is_zipfile(archive):  # a zip after a prefix, such as a self-extracting one
         return "zip"
+    if head.startswith((b"PK\x03\x04", b"\x1f\x8b", b"BZh", b"\xfd7zXZ")):
+        raise DamagedArchiveError(
+            f"{archive} is a damaged archive (truncated or corrupt: it starts as a "
+            f"{'zip' if head.startswith(b'PK') else 'compressed tar'} but cannot be read)"
+        )
     hint = ""
     if head.lstrip().lower().startswith((b"<!doctype", b"<html", b"<?xml")):
         hint = "; it is a web page (a login or error page?), not the archive"
@@ -512,7 +521,7 @@ def _extract_errors(archive: Path) -> Iterator[None]:
     except DownloadError:
         raise
     except _DAMAGED as error:
-        raise DownloadError(
+        raise DamagedArchiveError(
             f"cannot extract {archive}: {error or type(error).__name__}; the archive looks "
             "damaged: delete it and download it again"
         ) from None
@@ -809,8 +818,19 @@ def prepare_dataset(
     if _path_problem(name) or "/" in name:
         raise DownloadError(f"archive_name {name!r} must be a plain file name")
     archive = root / DOWNLOADS_DIR / name
+    reused = archive.is_file()
     download_url(url, archive, checksum, timeout=timeout, progress=progress)
-    extracted = extract_archive(archive, root)
+    try:
+        extracted = extract_archive(archive, root)
+    except DamagedArchiveError as error:
+        if not reused:
+            raise
+        # A damaged file left by an earlier attempt (no checksum told it apart): fetch it again
+        # once rather than failing the same way forever.
+        log.warning("%s; downloading it again", error)
+        archive.unlink()
+        download_url(url, archive, checksum, timeout=timeout, progress=progress)
+        extracted = extract_archive(archive, root)
     if not expected.exists():
         top = sorted({path.relative_to(root).parts[0] for path in extracted})
         raise DownloadError(

@@ -14,6 +14,7 @@ the source notebooks used 100 / 50 / 50 of 200). Free for research use; cite the
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from lightning_seg.data.download import prepare_dataset
 from lightning_seg.data.io import DataError
 from lightning_seg.data.masks import BinaryMask, MaskDecoder
 from lightning_seg.data.splits import stratified_split
+
+log = logging.getLogger(__name__)
 
 SUFFIXES = (".bmp", ".png")
 
@@ -99,7 +102,14 @@ class PH2DataModule(FileDataModule):
         images_dir = self.dataset_dir / "PH2 Dataset images"
         if not images_dir.is_dir():
             raise DataError(images_dir, "PH2 image folder not found (expected the official layout)")
-        diagnoses = read_diagnoses(self.dataset_dir / "PH2_dataset.txt")
+        table = self.dataset_dir / "PH2_dataset.txt"
+        diagnoses = read_diagnoses(table)
+        if not diagnoses:
+            log.warning(
+                "%s: no clinical diagnoses (missing or unreadable); the split is not "
+                "stratified by diagnosis",
+                table,
+            )
         pairs, problems = [], []
         for case in sorted(p for p in images_dir.iterdir() if p.is_dir()):
             name = case.name

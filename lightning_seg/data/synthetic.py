@@ -16,6 +16,7 @@ import numpy as np
 
 from lightning_seg.data.base import ArrayDataset, SegmentationDataModule
 from lightning_seg.data.transforms import TransformSpec, build_transform
+from lightning_seg.errors import ConfigurationError
 
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
@@ -142,6 +143,13 @@ class SyntheticDataModule(SegmentationDataModule):
         num_workers: int = 0,
         train_transforms: TransformSpec | None = None,
     ) -> None:
+        if size < 8:
+            raise ConfigurationError(f"data.size must be >= 8 pixels, got {size}")
+        if min(num_train, num_val, num_test) < 1:
+            raise ConfigurationError(
+                f"data.num_train, num_val and num_test must be >= 1, got "
+                f"{num_train}, {num_val}, {num_test}"
+            )
         if num_lesion_classes < 1:
             raise ValueError(f"num_lesion_classes must be >= 1, got {num_lesion_classes}")
         super().__init__(batch_size=batch_size, num_workers=num_workers)

@@ -105,9 +105,16 @@ class EncoderBackbone(nn.Module):
         # Imported here: SMP pulls in timm and huggingface_hub, only needed for this option.
         from segmentation_models_pytorch.encoders import get_encoder
 
+        from lightning_seg.models.weights import load_encoder_weights, looks_like_path
+
+        # A local weights file loads as for `model: smp` (offline machines); names download.
+        local = weights is not None and looks_like_path(str(weights))
         self.encoder = get_encoder(
-            name, in_channels=in_channels, depth=5, weights=weights, output_stride=8
-        )
+            name, in_channels=in_channels, depth=5, weights=None if local else weights,
+            output_stride=8,
+        )  # fmt: skip
+        if local:
+            load_encoder_weights(self.encoder, str(weights))
         channels = self.encoder.out_channels
         self.out_channels = (channels[-2], channels[-1])
 

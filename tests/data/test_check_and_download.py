@@ -29,9 +29,7 @@ def test_check_data_reports_counts_sizes_classes_and_problems(tmp_path, capsys):
         "init_args": {"root": str(root), "num_classes": 3, "masks": {
             "type": "palette", "colors": [[0, 0, 0], [255, 0, 0], [0, 0, 255]]}},
     }}))  # fmt: skip
-    with pytest.raises(SystemExit) as exit_info:
-        main(["check-data", "--experiment", str(experiment)])
-    assert exit_info.value.code == 1
+    assert main(["check-data", "--experiment", str(experiment)]) == 1
     out = capsys.readouterr().out
     assert "train:" in out and "60x40 (8)" in out
     assert "class frequencies" in out and "class_1" in out
@@ -40,7 +38,7 @@ def test_check_data_reports_counts_sizes_classes_and_problems(tmp_path, capsys):
 
 def test_check_data_on_a_named_experiment(real_data, monkeypatch, capsys):
     monkeypatch.setenv("LIGHTNING_SEG_DATA", str(real_data))
-    assert main(["check-data", "--experiment", "unet_sandstone"]) is None
+    assert main(["check-data", "--experiment", "unet_sandstone"]) == 0
     out = capsys.readouterr().out
     assert "problems: 0" in out and "996x1024" in out and "phase_3" in out
 
@@ -113,3 +111,26 @@ def test_ph2_bad_checksum_leaves_nothing_behind(tmp_path, server):
     with pytest.raises(Exception, match="checksum"):
         dm.prepare_data()
     assert not (tmp_path / "ph2" / "PH2Dataset").exists()
+
+
+def test_damaged_archive_left_by_an_earlier_attempt_is_downloaded_again(tmp_path, server):
+    served, url = server
+    make_ph2_zip(served / "PH2Dataset.zip")
+    root = tmp_path / "ph2"
+    left = root / ".downloads" / "PH2Dataset.zip"
+    left.parent.mkdir(parents=True)
+    left.write_bytes((served / "PH2Dataset.zip").read_bytes()[:500])  # a killed download
+    dm = PH2DataModule(root=str(root), url=f"{url}/PH2Dataset.zip", image_size=32, num_workers=0)
+    dm.prepare_data()  # no checksum to tell: the damaged file is found out and fetched again
+    assert CountingHandler.requests == ["/PH2Dataset.zip"]
+    assert sum(len(p) for p in dm.splits().values()) == 8
+
+
+def test_truncated_zip_is_called_damaged_not_unknown(tmp_path):
+    from lightning_seg.data.download import DownloadError, archive_kind
+
+    make_ph2_zip(tmp_path / "whole.zip")
+    truncated = tmp_path / "PH2Dataset.zip"
+    truncated.write_bytes((tmp_path / "whole.zip").read_bytes()[:500])
+    with pytest.raises(DownloadError, match="damaged"):
+        archive_kind(truncated)

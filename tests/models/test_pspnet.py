@@ -98,3 +98,17 @@ def test_smp_encoder_backbone(encoder):
     assert aux_logits.shape == (2, 4, 8, 8) and weight == pytest.approx(0.4)
     with torch.no_grad():
         assert model.eval()(torch.randn(1, 3, 75, 111)).shape == (1, 4, 75, 111)
+
+
+def test_smp_encoder_backbone_loads_a_local_weights_file(tmp_path):
+    import segmentation_models_pytorch as smp
+
+    source = smp.encoders.get_encoder("resnet18", weights=None)
+    for param in source.parameters():
+        torch.nn.init.normal_(param)
+    torch.save(source.state_dict(), tmp_path / "resnet18.pth")
+    model = build_model("pspnet", 3, 2, encoder="resnet18",
+                        encoder_weights=str(tmp_path / "resnet18.pth"))  # fmt: skip
+    loaded = model.backbone.encoder.state_dict()
+    for key, value in source.state_dict().items():
+        assert torch.equal(loaded[key], value), key

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lightning_seg.cli import main
+from lightning_seg.cli import main, run_cli
 from lightning_seg.models import MODELS
 from lightning_seg.models.summary import model_table
 
@@ -44,7 +44,7 @@ def test_short_fit_on_synthetic_data(name, lesion_classes, tmp_path):
     if name not in MODELS:
         pytest.skip(f"{name} is not registered")
     loss = "bce+dice" if lesion_classes == 1 else "ce+dice"
-    cli = main(
+    cli = run_cli(
         [
             "fit",
             "--experiment=quickstart",

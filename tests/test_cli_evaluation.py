@@ -1,0 +1,130 @@
+"""Commands tell the truth: exit statuses, evaluation on the checkpoint's own data, results
+filed with the run that made the checkpoint, and the score a checkpoint really delivers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_seg.cli import main, run_cli
+from tests.cli_helpers import exit_status
+
+ROOT = Path(__file__).resolve().parents[1]
+CONSOLE_SCRIPT = Path(sys.executable).parent / "lightning-seg"
+
+
+def fit_run(tiny_fit_args: list[str], runs: Path, *extra: str) -> Path:
+    args = [a for a in tiny_fit_args if not a.startswith("--runs_dir")]
+    run_cli(["fit", *args, f"--runs_dir={runs}", "--trainer.logger=false", *extra])
+    (summary,) = runs.rglob("summary.json")
+    return summary.parent
+
+
+@pytest.mark.skipif(not CONSOLE_SCRIPT.is_file(), reason="lightning-seg is not installed")
+def test_console_script_exits_zero_for_every_lightning_subcommand(tiny_fit_args, tmp_path):
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    env.pop("LIGHTNING_SEG_RUN_ID", None)
+
+    def console(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(CONSOLE_SCRIPT), *argv], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+
+    fit = console("fit", *tiny_fit_args, "--trainer.max_epochs=1")
+    assert fit.returncode == 0, fit.stderr[-2000:]
+    assert "SegmentationCLI object" not in fit.stdout + fit.stderr
+    last = next((tmp_path / "runs").rglob("last.ckpt"))
+    for command in ("validate", "test", "predict"):
+        result = console(command, f"--ckpt_path={last}", "--trainer.enable_progress_bar=false")
+        assert result.returncode == 0, (command, result.stderr[-2000:])
+        assert "SegmentationCLI object" not in result.stdout + result.stderr
+    models = console("models", "--size", "32")
+    assert models.returncode == 0, models.stderr[-2000:]
+
+
+def test_test_without_experiment_uses_the_checkpoints_own_run_config(tiny_fit_args, tmp_path):
+    run = fit_run(tiny_fit_args, tmp_path / "runs", "--data.init_args.size=40")
+    best = json.loads((run / "summary.json").read_text())["best_checkpoint"]
+    cli = run_cli(["test", f"--ckpt_path={best}", "--trainer.logger=false",
+                   "--trainer.enable_progress_bar=false"])  # fmt: skip
+    # The 40-pixel data of the run, not the experiment defaults (96) nor another dataset.
+    assert cli.datamodule.size == 40
+    (result,) = (run / "evaluations").glob("test-*.json")
+    assert json.loads(result.read_text())["checkpoint"] == str(Path(best).resolve())
+    assert [p for p in (tmp_path / "runs" / "quickstart").iterdir()] == [run]  # no new folder
+
+
+def test_checkpoint_of_another_network_is_refused_in_one_line(tiny_fit_args, tmp_path, capsys):
+    run = fit_run(tiny_fit_args, tmp_path / "runs")
+    last = run / "checkpoints" / "last.ckpt"
+    status = exit_status(["test", "--experiment=quickstart", f"--ckpt_path={last}",
+                          "--model.model=segnet"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1
+    assert "'unet'" in err and "'segnet'" in err
+
+
+def test_checkpoint_of_other_classes_is_refused_in_one_line(tiny_fit_args, tmp_path, capsys):
+    run = fit_run(tiny_fit_args, tmp_path / "runs")
+    last = run / "checkpoints" / "last.ckpt"
+    status = exit_status(["test", "--experiment=quickstart", f"--ckpt_path={last}",
+                          "--data.init_args.num_lesion_classes=2"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1 and "1 class" in err and "3" in err
+
+
+def test_checkpoint_outside_a_run_needs_an_experiment(tiny_fit_args, tmp_path, capsys):
+    run = fit_run(tiny_fit_args, tmp_path / "runs")
+    loose = tmp_path / "model.ckpt"
+    loose.write_bytes((run / "checkpoints" / "last.ckpt").read_bytes())
+    assert exit_status(["test", f"--ckpt_path={loose}"]) == 2
+    assert "--experiment" in capsys.readouterr().err
+
+
+def test_compare_shows_the_test_of_the_best_checkpoint_not_the_best_test(
+    tiny_fit_args, tmp_path, capsys
+):
+    runs = tmp_path / "runs"
+    run = fit_run(tiny_fit_args, runs)
+    summary = json.loads((run / "summary.json").read_text())
+    for checkpoint in (summary["best_checkpoint"], str(run / "checkpoints" / "last.ckpt")):
+        run_cli(["test", f"--ckpt_path={checkpoint}", "--trainer.logger=false"])
+    results = {p.stem: json.loads(p.read_text()) for p in (run / "evaluations").glob("*.json")}
+    best = results[f"test-{Path(summary['best_checkpoint']).stem}"]["test/iou"]
+    capsys.readouterr()
+    main(["compare", "--runs_dir", str(runs), "--plot", str(tmp_path / "c.png")])
+    row = capsys.readouterr().out.splitlines()[2]
+    assert [c.strip() for c in row.strip("|").split("|")][6] == f"{best:.4f}"
+
+
+def test_fit_line_and_summary_give_the_iou_at_half_and_the_tuned_one(
+    tiny_fit_args, tmp_path, capsys
+):
+    run = fit_run(tiny_fit_args, tmp_path / "runs", "--model.tune_threshold=true")
+    summary = json.loads((run / "summary.json").read_text())
+    assert {"val/iou_at_0.5", "val/iou_tuned", "threshold"} <= set(summary)
+    assert summary["val/iou_tuned"] >= summary["val/iou_at_0.5"] - 1e-9
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert f"threshold {summary['threshold']:.2f}" in line
+    assert f"val/iou_tuned={summary['val/iou_tuned']:.4f}" in line
+    state = torch.load(summary["best_checkpoint"], weights_only=True, map_location="cpu")
+    assert state["hyper_parameters"]["threshold"] == summary["threshold"]
+
+
+def test_test_adds_its_metrics_to_the_fit_runs_wandb_run(tiny_fit_args, tmp_path, monkeypatch):
+    from lightning_seg.wandb_offline import read_offline_run
+
+    run_cli(["fit", *tiny_fit_args])
+    (run,) = (tmp_path / "runs" / "quickstart").iterdir()
+    best = json.loads((run / "summary.json").read_text())["best_checkpoint"]
+    monkeypatch.delenv("LIGHTNING_SEG_RUN_ID", raising=False)
+    run_cli(["test", f"--ckpt_path={best}", "--trainer.enable_progress_bar=false"])
+    fit_file, test_file = sorted(run.glob("wandb/offline-run-*/*.wandb"))
+    fit, test = read_offline_run(fit_file), read_offline_run(test_file)
+    assert fit.run_id == test.run_id and test.name == fit.name == "quickstart"  # one row
+    assert test.metric("test/iou") and fit.metric("val/iou")

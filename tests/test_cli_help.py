@@ -1,0 +1,62 @@
+"""Help that helps: every command listed, the file predictor's options shown, one flag name."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lightning_seg.cli import COMMANDS, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_top_level_help_lists_every_command_with_one_line(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("fit", "validate", "test", "predict", "models", "check-data", "compare",
+                    "sync", "export", "convert-weights"):  # fmt: skip
+        assert command in COMMANDS
+        (line,) = [row for row in out.splitlines() if row.strip().startswith(f"{command} ")]
+        assert len(line.split(None, 1)[1]) > 10
+    assert "--input" in out and "quickstart" in out
+
+
+def test_no_command_prints_the_overview_and_fails(capsys):
+    assert main([]) == 2
+    assert "Commands:" in capsys.readouterr().out
+
+
+def test_predict_help_shows_the_file_prediction_options(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--input", "--tta", "--overlay", "--sliding-window", "--ckpt_path"):
+        assert flag in out
+
+
+def test_checkpoint_flag_is_ckpt_path_everywhere_with_ckpt_as_alias(fit_checkpoint, tmp_path):
+    checkpoint = fit_checkpoint(tmp_path / "runs")
+    image = tmp_path / "in" / "a.png"
+    image.parent.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), (120, 80, 60)).save(image)
+    for flag in ("--ckpt_path", "--ckpt"):
+        out = tmp_path / f"out{flag}"
+        assert main(["predict", flag, str(checkpoint), "--input", str(image),
+                     "--output", str(out)]) == 0  # fmt: skip
+        assert (out / "a.png").is_file()
+
+
+def test_make_help_aligns_and_export_needs_no_output():
+    help_text = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True,
+                               text=True, check=True).stdout  # fmt: skip
+    starts = {re.match(r"\s*make \S+\s+", line).end() for line in help_text.splitlines()}
+    assert len(starts) == 1, help_text
+    dry = subprocess.run(["make", "-n", "export", "CKPT=model.ckpt", "STAMP="], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "--ckpt_path model.ckpt" in dry and "--output" not in dry
