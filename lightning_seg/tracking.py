@@ -73,14 +73,20 @@ def new_run_id() -> str:
 def display_name(run_dir: Path, experiment: str) -> str:
     """The experiment's name, with ``-2``, ``-3``, ... for its later fit runs here.
 
-    Fit runs are the sibling folders with a ``config.yaml`` (evaluations write none); run ids
-    sort by time, so a run keeps its name when it is resumed after later runs began.
+    Fit runs are the sibling folders with a ``config.yaml`` (evaluations write none). A new run
+    (no config yet) counts them all; a resumed one only those begun before it, so it keeps its
+    name when it is resumed after later runs began.
     """
+    own = run_dir / "config.yaml"
+    began = own.stat().st_mtime_ns if own.is_file() else None
     parent = run_dir.parent
     earlier = [
         p
         for p in (parent.iterdir() if parent.is_dir() else [])
-        if p.is_dir() and p.name < run_dir.name and (p / "config.yaml").is_file()
+        if p.is_dir()
+        and p.name != run_dir.name
+        and (p / "config.yaml").is_file()
+        and (began is None or (p / "config.yaml").stat().st_mtime_ns < began)
     ]
     return experiment if not earlier else f"{experiment}-{len(earlier) + 1}"
 
