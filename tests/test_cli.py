@@ -55,8 +55,8 @@ def test_fit_resumes_from_checkpoint_in_the_same_run(tiny_fit_args, tmp_path, mo
     assert resumed["epoch"] == 2 and resumed["global_step"] == 9
     summary = json.loads((first / "summary.json").read_text())
     assert [row["epoch"] for row in summary["history"]] == [0, 1, 2]
-    runs = sorted((first / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2 and len({run.name.rsplit("-", 1)[1] for run in runs}) == 1  # same id
+    runs = [read_offline_run(f) for f in (first / "wandb").glob("offline-run-*/*.wandb")]
+    assert len(runs) == 2 and len({run.run_id for run in runs}) == 1  # the same W&B run
 
 
 def test_wandb_offline_run_holds_metrics_and_config(tiny_fit_args, tmp_path):
