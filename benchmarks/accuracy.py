@@ -29,6 +29,8 @@ from typing import Any
 import yaml
 from common import machine  # benchmarks/common.py: scripts run from their folder
 
+from lightning_seg.runs import loss_name
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -89,12 +91,6 @@ def test_result(runs_dir: Path, experiment: str, checkpoint: str) -> dict[str, A
         if result.get("checkpoint") == str(Path(checkpoint).resolve()):
             return result
     raise RuntimeError(f"{experiment}: no test result for {checkpoint}")
-
-
-def loss_name(loss: Any) -> str:
-    if isinstance(loss, list):
-        return "+".join(str(term.get("name")) for term in loss)
-    return str(loss)
 
 
 def run_experiment(name: str, runs_dir: Path, extra: list[str], logs: Path) -> dict[str, Any]:

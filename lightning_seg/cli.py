@@ -30,6 +30,7 @@ from lightning_seg.data.io import DataError
 from lightning_seg.errors import ConfigurationError
 from lightning_seg.experiments import available_experiments, expand_experiment
 from lightning_seg.images import PredictionImages
+from lightning_seg.inference import load_checkpoint
 from lightning_seg.task import SegmentationTask
 from lightning_seg.tracking import choose_wandb_mode, make_wandb_logger, new_run_id, offline_notice
 
@@ -329,24 +330,6 @@ def console_callbacks(trainer_config: dict[str, Any]) -> list[Any]:
     ):
         callbacks.append(EpochLines())
     return callbacks
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's contents, read safely (``weights_only``); a damaged or malicious file is
-    one clear line, never a traceback from inside torch."""
-    import pickle
-    import zipfile
-
-    import torch
-
-    try:
-        return torch.load(path, weights_only=True, map_location="cpu")
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigurationError(
-            f"{path}: not a readable checkpoint ({reason[:200]}); checkpoints are loaded with "
-            "weights_only=True, so a file that would run code is refused"
-        ) from None
 
 
 def log_best_checkpoint(logger: WandbLogger, trainer: Trainer) -> None:

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_seg.errors import ConfigurationError
-from lightning_seg.inference import load_task, temporary_path
+from lightning_seg.inference import add_checkpoint_argument, load_task, temporary_path
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -360,13 +360,7 @@ def export_parser() -> argparse.ArgumentParser:
         "class names stored in the file. The file is checked against PyTorch before it is "
         "written (--no-check skips that).",
     )
-    parser.add_argument(
-        "--ckpt_path",
-        "--ckpt",
-        dest="ckpt",
-        required=True,
-        help="checkpoint (.ckpt) written by fit (--ckpt is an alias)",
-    )
+    add_checkpoint_argument(parser)
     parser.add_argument("--format", choices=FORMATS, default="onnx")
     parser.add_argument(
         "--output", help="file to write (default: the checkpoint's path with .onnx or .pt)"

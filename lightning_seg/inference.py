@@ -28,6 +28,7 @@ import pickle
 import re
 import secrets
 import sys
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -108,7 +109,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             "which could run code when loaded, so it was refused (only tensors and plain "
             "containers are loaded)"
         ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as error:
+    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigurationError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
     if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= set(
@@ -675,6 +676,17 @@ def predict_files(
 
 
 # ----------------------------------------------------------------------------- command
+def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
+    """``--ckpt_path`` as every command spells it, ``--ckpt`` kept as an alias."""
+    parser.add_argument(
+        "--ckpt_path",
+        "--ckpt",
+        dest="ckpt",
+        required=True,
+        help="checkpoint (.ckpt) written by fit (--ckpt is an alias)",
+    )
+
+
 def predict_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lightning-seg predict",
@@ -683,13 +695,7 @@ def predict_parser() -> argparse.ArgumentParser:
         "the end and make the exit status 1. Inputs are never overwritten: an --output folder "
         "that holds inputs is refused.",
     )
-    parser.add_argument(
-        "--ckpt_path",
-        "--ckpt",
-        dest="ckpt",
-        required=True,
-        help="checkpoint (.ckpt) written by fit (--ckpt is an alias)",
-    )
+    add_checkpoint_argument(parser)
     parser.add_argument(
         "--input",
         required=True,

@@ -22,7 +22,7 @@ from lightning_seg.errors import ConfigurationError
 from lightning_seg.losses import LossSpec, build_loss
 from lightning_seg.metrics import build_metrics
 from lightning_seg.models import MODELS, AuxiliaryOutput, build_model
-from lightning_seg.tta import TTA, flip_averaged
+from lightning_seg.tta import TTA, activate, flip_averaged
 
 ModelName = Literal[tuple(MODELS)]  # type: ignore[valid-type]
 Scheduler = Literal["cosine", "onecycle", "constant"]
@@ -156,11 +156,10 @@ class SegmentationTask(LightningModule):
 
     def predict_labels(self, logits: Tensor) -> Tensor:
         """Hard labels N x H x W: thresholded probability (binary) or argmax (multiclass)."""
-        if self.mode == "binary":
-            return (torch.sigmoid(logits[:, 0].float()) > self.hparams["threshold"]).long()
-        return logits.argmax(dim=1)
+        return self.labels_from_probabilities(activate(logits, self.mode == "binary"))
 
     def labels_from_probabilities(self, probs: Tensor) -> Tensor:
+        """Hard labels from N x C x H x W probabilities (the threshold, or the argmax)."""
         if self.mode == "binary":
             return (probs[:, 0] > self.hparams["threshold"]).long()
         return probs.argmax(dim=1)

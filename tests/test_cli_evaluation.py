@@ -59,23 +59,22 @@ def test_test_without_experiment_uses_the_checkpoints_own_run_config(tiny_fit_ar
     assert [p for p in (tmp_path / "runs" / "quickstart").iterdir()] == [run]  # no new folder
 
 
-def test_checkpoint_of_another_network_is_refused_in_one_line(tiny_fit_args, tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("flag", "named"),
+    [
+        ("--model.model=segnet", ("'unet'", "'segnet'")),  # another network
+        ("--data.init_args.num_lesion_classes=2", ("1 class", "3")),  # other classes
+    ],
+)
+def test_checkpoint_that_does_not_fit_the_experiment_is_refused_in_one_line(
+    tiny_fit_args, tmp_path, capsys, flag, named
+):
     run = fit_run(tiny_fit_args, tmp_path / "runs")
     last = run / "checkpoints" / "last.ckpt"
-    status = exit_status(["test", "--experiment=quickstart", f"--ckpt_path={last}",
-                          "--model.model=segnet"])  # fmt: skip
+    status = exit_status(["test", "--experiment=quickstart", f"--ckpt_path={last}", flag])
     err = capsys.readouterr().err.strip()
     assert status == 2 and len(err.splitlines()) == 1
-    assert "'unet'" in err and "'segnet'" in err
-
-
-def test_checkpoint_of_other_classes_is_refused_in_one_line(tiny_fit_args, tmp_path, capsys):
-    run = fit_run(tiny_fit_args, tmp_path / "runs")
-    last = run / "checkpoints" / "last.ckpt"
-    status = exit_status(["test", "--experiment=quickstart", f"--ckpt_path={last}",
-                          "--data.init_args.num_lesion_classes=2"])  # fmt: skip
-    err = capsys.readouterr().err.strip()
-    assert status == 2 and len(err.splitlines()) == 1 and "1 class" in err and "3" in err
+    assert all(text in err for text in named)
 
 
 def test_checkpoint_outside_a_run_needs_an_experiment(tiny_fit_args, tmp_path, capsys):
