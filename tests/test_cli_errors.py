@@ -51,13 +51,15 @@ class Exploit:
 
 
 @pytest.mark.parametrize("command", ["fit", "validate", "test"])
-@pytest.mark.parametrize("kind", ["malicious", "truncated"])
+@pytest.mark.parametrize("kind", ["malicious", "truncated", "text"])
 def test_bad_checkpoint_files_are_one_line(tiny_fit_args, tmp_path, capsys, command, kind):
     path = tmp_path / f"{kind}.ckpt"
     if kind == "malicious":
         path.write_bytes(pickle.dumps({"state_dict": Exploit()}))
-    else:
+    elif kind == "truncated":
         path.write_bytes(b"PK\x03\x04 not the rest of a checkpoint")
+    else:
+        path.write_text("not a checkpoint at all\n")
     assert exit_status([command, *tiny_fit_args, f"--ckpt_path={path}"]) == 2
     err = one_line_error(capsys)
     assert str(path) in err and "ran code" not in capsys.readouterr().out
