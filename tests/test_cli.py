@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 
 from lightning_seg.cli import main, run_cli
-from lightning_seg.wandb_offline import read_offline_run
 from tests.cli_helpers import exit_status
+from tests.wandb_offline import read_offline_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

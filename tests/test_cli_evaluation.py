@@ -116,7 +116,7 @@ def test_fit_line_and_summary_give_the_iou_at_half_and_the_tuned_one(
 
 
 def test_test_adds_its_metrics_to_the_fit_runs_wandb_run(tiny_fit_args, tmp_path, monkeypatch):
-    from lightning_seg.wandb_offline import read_offline_run
+    from tests.wandb_offline import read_offline_run
 
     run_cli(["fit", *tiny_fit_args])
     (run,) = (tmp_path / "runs" / "quickstart").iterdir()

@@ -15,7 +15,7 @@ import pytest
 
 from lightning_seg.cli import main, run_cli
 from lightning_seg.runs import offline_runs
-from lightning_seg.wandb_offline import read_offline_run
+from tests.wandb_offline import finished_records, read_offline_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,17 +46,8 @@ def wandb_run(run_dir: Path):
 
 
 def records(run_dir: Path) -> set[str]:
-    from wandb.proto import wandb_internal_pb2
-
-    from lightning_seg.wandb_offline import iter_records
-
     (run_file,) = run_dir.glob("wandb/offline-run-*/*.wandb")
-    kinds = set()
-    for raw in iter_records(run_file):
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(raw)
-        kinds.add(record.WhichOneof("record_type"))
-    return kinds
+    return {record.WhichOneof("record_type") for record in finished_records(run_file)}
 
 
 def test_wandb_run_is_named_grouped_tagged_and_keeps_best_values(tmp_path, monkeypatch):

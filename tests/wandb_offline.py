@@ -4,12 +4,17 @@ An offline run is one ``run-<id>.wandb`` file: a LevelDB-style log (32 KiB block
 a 7-byte header: CRC32, length, type) after a 7-byte file header, each record a protobuf
 ``wandb.proto.wandb_internal_pb2.Record``. Reading it lets tests check what a run logged and lets
 local tools compare runs that never went online.
+
+W&B writes the file from its own service process, so ``wandb.finish()`` can return a moment
+before the last records reach the disk; :func:`read_offline_run` waits for the run's ``exit``
+record (the last one W&B writes) instead of reading a file that is still growing.
 """
 
 from __future__ import annotations
 
 import json
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,8 +77,12 @@ def _items(items: Any) -> dict[str, Any]:
     return {(item.key or "/".join(item.nested_key)): json.loads(item.value_json) for item in items}
 
 
-def read_offline_run(path: str | Path) -> OfflineRun:
-    """Parse an offline run given its ``.wandb`` file or its ``offline-run-*`` folder."""
+def read_offline_run(path: str | Path, timeout: float = 60.0) -> OfflineRun:
+    """Parse a finished offline run given its ``.wandb`` file or its ``offline-run-*`` folder.
+
+    Waits up to ``timeout`` seconds for the ``exit`` record, so a run that has just finished is
+    read whole.
+    """
     path = Path(path)
     if path.is_dir():
         files = sorted(path.glob("*.wandb"))
@@ -81,9 +90,7 @@ def read_offline_run(path: str | Path) -> OfflineRun:
             raise FileNotFoundError(f"no .wandb file in {path}")
         path = files[0]
     run = OfflineRun(path=path)
-    for raw in iter_records(path):
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(raw)
+    for record in finished_records(path, timeout):
         kind = record.WhichOneof("record_type")
         if kind == "history":
             run.history.append(_items(record.history.item))
@@ -94,3 +101,21 @@ def read_offline_run(path: str | Path) -> OfflineRun:
         elif kind == "run":
             run.name, run.run_id = record.run.display_name, record.run.run_id
     return run
+
+
+def finished_records(path: Path, timeout: float = 60.0) -> list[wandb_internal_pb2.Record]:
+    """Every record of the run file, once its ``exit`` record is on disk."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = [_parse(raw) for raw in iter_records(path)]
+        if any(record.WhichOneof("record_type") == "exit" for record in records):
+            return records
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path}: no exit record after {timeout:.0f} s (run not finished)")
+        time.sleep(0.2)
+
+
+def _parse(raw: bytes) -> wandb_internal_pb2.Record:
+    record = wandb_internal_pb2.Record()
+    record.ParseFromString(raw)
+    return record
