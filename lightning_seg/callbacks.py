@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
+from lightning_seg.postprocess import postprocess_labels
 from lightning_seg.tracking import flatten, git_commit
 
 
@@ -197,7 +198,9 @@ class ThresholdTuner(Callback):
     It evaluates the best checkpoint (the weights that ``test`` and ``predict`` will use) on the
     validation set, counts foreground and background pixels in ``bins`` probability bins, and
     reads TP, FP and FN at every threshold ``k / bins`` from cumulative sums: one pass over the
-    data for all thresholds. The chosen threshold is written into the best and last checkpoints'
+    data for all thresholds. With post-processing (``largest_component``) the labels are scored
+    after it, at thresholds 0.05 .. 0.95, since removing regions changes TP/FP/FN per threshold.
+    The chosen threshold is written into the best and last checkpoints'
     hyper-parameters, so a later ``test`` or ``predict`` with either checkpoint uses it.
     """
 
@@ -207,12 +210,9 @@ class ThresholdTuner(Callback):
         self.iou: float | None = None
         self.iou_at_half: float | None = None
 
-    @torch.inference_mode()
-    def histograms(self, trainer: Trainer, pl_module: LightningModule) -> tuple[Tensor, Tensor]:
-        """Per-bin counts of the predicted probabilities of foreground and background pixels."""
+    def validation_batches(self, trainer: Trainer, pl_module: LightningModule):
+        """(probabilities, mask, valid) of every validation batch, as ``test`` will see them."""
         ignore_index = pl_module.hparams.get("ignore_index")
-        fg = torch.zeros(self.bins, dtype=torch.float64, device=pl_module.device)
-        bg = torch.zeros_like(fg)
         pl_module.eval()
         for batch in trainer.datamodule.val_dataloader():
             # The probabilities `test` will threshold: with its test-time flips, if any.
@@ -223,10 +223,41 @@ class ThresholdTuner(Callback):
                 if ignore_index is not None
                 else torch.ones_like(mask, dtype=torch.bool)
             )
+            yield probs, mask, valid
+
+    @torch.inference_mode()
+    def histogram_iou(self, trainer: Trainer, pl_module: LightningModule) -> tuple[Tensor, Tensor]:
+        """Thresholds k / bins (k >= 1) and the pooled IoU at each, from one pass of counts."""
+        fg = torch.zeros(self.bins, dtype=torch.float64, device=pl_module.device)
+        bg = torch.zeros_like(fg)
+        for probs, mask, valid in self.validation_batches(trainer, pl_module):
             index = (probs * self.bins).long().clamp_(0, self.bins - 1)
             fg += torch.bincount(index[valid & (mask == 1)], minlength=self.bins)
             bg += torch.bincount(index[valid & (mask == 0)], minlength=self.bins)
-        return fg, bg
+        # Foreground predicted at threshold k / bins: every pixel in bins k .. bins-1.
+        tp = fg.flip(0).cumsum(0).flip(0)
+        fp = bg.flip(0).cumsum(0).flip(0)
+        fn = fg.sum() - tp
+        iou = tp / (tp + fp + fn).clamp_min(1)
+        # Threshold 0 would call every pixel foreground.
+        return torch.arange(1, self.bins, dtype=torch.float64) / self.bins, iou[1:].cpu()
+
+    @torch.inference_mode()
+    def postprocessed_iou(
+        self, trainer: Trainer, pl_module: LightningModule, method: str
+    ) -> tuple[Tensor, Tensor]:
+        """Pooled IoU at thresholds 0.05 .. 0.95 of the post-processed labels: post-processing
+        is not monotonic in the threshold, so each one is scored on the labels ``test`` uses."""
+        thresholds = torch.arange(1, 20, dtype=torch.float64) / 20
+        counts = torch.zeros(len(thresholds), 3, dtype=torch.float64)  # tp, fp, fn
+        for probs, mask, valid in self.validation_batches(trainer, pl_module):
+            truth = (mask == 1) & valid
+            for i, threshold in enumerate(thresholds.tolist()):
+                labels = postprocess_labels((probs > threshold).long(), method) == 1
+                counts[i, 0] += (labels & truth).sum().item()
+                counts[i, 1] += (labels & ~truth & valid).sum().item()
+                counts[i, 2] += (~labels & truth).sum().item()
+        return thresholds, counts[:, 0] / counts.sum(dim=1).clamp_min(1)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.fast_dev_run or trainer.datamodule is None:
@@ -235,19 +266,18 @@ class ThresholdTuner(Callback):
         if best:
             state = torch.load(best, weights_only=True, map_location=pl_module.device)
             pl_module.load_state_dict(state["state_dict"])
-        fg, bg = self.histograms(trainer, pl_module)
-        # Foreground predicted at threshold k / bins: every pixel in bins k .. bins-1.
-        tp = fg.flip(0).cumsum(0).flip(0)
-        fp = bg.flip(0).cumsum(0).flip(0)
-        fn = fg.sum() - tp
-        iou = tp / (tp + fp + fn).clamp_min(1)
-        k = int(iou[1:].argmax()) + 1  # threshold 0 would call every pixel foreground
-        self.threshold, self.iou = k / self.bins, float(iou[k])
-        self.iou_at_half = float(iou[self.bins // 2])
+        method = pl_module.hparams.get("postprocess", "none")
+        if method == "none":
+            thresholds, iou = self.histogram_iou(trainer, pl_module)
+        else:
+            thresholds, iou = self.postprocessed_iou(trainer, pl_module, method)
+        k = int(iou.argmax())
+        self.threshold, self.iou = round(float(thresholds[k]), 4), float(iou[k])
+        self.iou_at_half = float(iou[int((thresholds - 0.5).abs().argmin())])
         pl_module.hparams["threshold"] = self.threshold
         rank_zero_info(
             f"tuned binary threshold: {self.threshold:.2f} (val/iou {self.iou:.4f} with the best "
-            f"checkpoint, {float(iou[self.bins // 2]):.4f} at 0.50)"
+            f"checkpoint, {self.iou_at_half:.4f} at 0.50)"
         )
         if trainer.logger is not None:
             trainer.logger.log_metrics({"val/threshold": self.threshold, "val/iou_tuned": self.iou})

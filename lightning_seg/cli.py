@@ -20,7 +20,7 @@ from lightning import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lightning_seg.callbacks import BestCheckpoint, LastCheckpoint, LoggedConfig, RunSummary
 from lightning_seg.console import EpochLines, ParameterSummary, interactive, quiet_libraries
@@ -31,6 +31,7 @@ from lightning_seg.errors import ConfigurationError
 from lightning_seg.experiments import available_experiments, expand_experiment
 from lightning_seg.images import PredictionImages
 from lightning_seg.inference import load_checkpoint
+from lightning_seg.precision import fast_precision
 from lightning_seg.task import SegmentationTask
 from lightning_seg.tracking import choose_wandb_mode, make_wandb_logger, new_run_id, offline_notice
 
@@ -115,6 +116,14 @@ class SegmentationCLI(LightningCLI):
         parser.add_argument(
             "--runs_dir", type=str, default="runs", help="Folder that holds every run's folder."
         )
+        parser.add_argument(
+            "--auto_precision",
+            type=bool,
+            default=False,
+            help="When trainer.precision is not set: bf16-mixed where the hardware runs it fast "
+            "(CUDA GPUs with bf16, CPUs with AMX), 32-true elsewhere; the choice is recorded in "
+            "the run config.",
+        )
         parser.add_class_arguments(TrackingOptions, "tracking")
         for key in LINKED_FROM_DATA:
             parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
@@ -159,6 +168,12 @@ class SegmentationCLI(LightningCLI):
                 f"experiment {self.experiment_name()!r} has {datamodule.num_classes}: evaluate it "
                 "on the data it was trained for"
             )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.get("auto_precision") and config.trainer.get("precision") is None:
+            config.trainer.precision = fast_precision(config.trainer.get("accelerator"))
+            rank_zero_info(f"auto_precision: {config.trainer.precision} on this hardware")
 
     def after_instantiate_classes(self) -> None:
         # A pretrained encoder is fed the normalisation it was trained with; the datamodule

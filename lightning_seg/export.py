@@ -116,6 +116,8 @@ def export_metadata(settings: dict[str, Any], dynamic_spatial: bool, stride: int
         "num_classes": str(settings["num_classes"]),
         "class_names": json.dumps(settings["class_names"]),
         "threshold": str(settings["threshold"]),
+        # Not in the graph: apply it to the thresholded mask (lightning_seg.postprocess).
+        "postprocess": settings.get("postprocess", "none"),
         "image_size": json.dumps(size),
         "dynamic_spatial": "true" if dynamic_spatial else f"false (H x W fixed at {size})",
         "stride": str(stride),

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 from lightning_seg.data.io import DEFAULT_MAX_PIXELS, DataError, is_image_file, read_image
 from lightning_seg.errors import ConfigurationError
+from lightning_seg.postprocess import postprocess_labels
 from lightning_seg.tta import TTA_FLIPS, flip_averaged
 
 if TYPE_CHECKING:
@@ -158,8 +159,8 @@ def inference_settings(ckpt: dict[str, Any], ckpt_path: str | os.PathLike[str]) 
 
     Returns a dict with ``mean``, ``std`` (per channel, on pixels scaled to 0..1),
     ``image_size`` [h, w], ``in_channels``, ``num_classes``, ``class_names``, ``threshold``
-    (binary), ``tiled`` (True: trained on full-resolution tiles; False: on whole images resized
-    to ``image_size``; None: unknown), ``model`` and ``sources``.
+    and ``postprocess`` (binary), ``tiled`` (True: trained on full-resolution tiles; False: on
+    whole images resized to ``image_size``; None: unknown), ``model`` and ``sources``.
     """
     hparams = ckpt.get("hyper_parameters") or {}
     stored = ckpt.get("lightning_seg") or {}
@@ -214,6 +215,7 @@ def inference_settings(ckpt: dict[str, Any], ckpt_path: str | os.PathLike[str]) 
         "num_classes": num_classes,
         "class_names": [str(n) for n in names],
         "threshold": float(hparams.get("threshold", 0.5)),
+        "postprocess": str(hparams.get("postprocess", "none")),
         "tiled": None if tiled is None else bool(tiled),
         "model": str(hparams.get("model", "")),
         "sources": sources,
@@ -494,9 +496,11 @@ class Predictor:
 
     @torch.inference_mode()
     def labels(self, probabilities: Tensor) -> Tensor:
-        """H x W class ids from C x H x W probabilities: threshold (binary) or argmax."""
+        """H x W class ids from C x H x W probabilities: threshold and the checkpoint's
+        post-processing (binary) or argmax."""
         if self.binary:
-            return (probabilities[0] > self.threshold).to(torch.uint8)
+            labels = (probabilities[0] > self.threshold).to(torch.uint8)
+            return postprocess_labels(labels, self.settings.get("postprocess", "none"))
         return probabilities.argmax(dim=0)
 
     def predict_mask(self, image: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ from lightning_seg.errors import ConfigurationError
 from lightning_seg.losses import LossSpec, build_loss
 from lightning_seg.metrics import build_metrics
 from lightning_seg.models import MODELS, AuxiliaryOutput, build_model
+from lightning_seg.postprocess import Postprocess, postprocess_labels
 from lightning_seg.tta import TTA, activate, flip_averaged
 
 ModelName = Literal[tuple(MODELS)]  # type: ignore[valid-type]
@@ -48,6 +49,9 @@ class SegmentationTask(LightningModule):
         compile: ``torch.compile`` the network (in place, so checkpoints keep their keys).
         tta: test-time flips for ``test`` (and the threshold tuning, so both see the same
             probabilities): ``none``, ``hflip``, ``vflip`` or ``flips`` (all four).
+        postprocess: ``largest_component`` keeps the largest foreground region of each binary
+            prediction and fills its holes (one object per image); validation, ``test`` and
+            ``predict`` all apply it. ``none`` by default.
     """
 
     def __init__(
@@ -66,8 +70,14 @@ class SegmentationTask(LightningModule):
         channels_last: bool = True,
         compile: bool = False,
         tta: TTA = "none",
+        postprocess: Postprocess = "none",
     ) -> None:
         super().__init__()
+        if postprocess != "none" and num_classes != 1:
+            raise ConfigurationError(
+                f"model.postprocess={postprocess} needs binary segmentation (num_classes=1), "
+                f"not {num_classes} classes"
+            )
         # logger=False: the CLI logs the whole resolved config once, under flat keys
         # (model.loss, data.image_size); Lightning's own copy would repeat it unprefixed.
         self.save_hyperparameters(ignore=["optimizer"], logger=False)
@@ -159,9 +169,11 @@ class SegmentationTask(LightningModule):
         return self.labels_from_probabilities(activate(logits, self.mode == "binary"))
 
     def labels_from_probabilities(self, probs: Tensor) -> Tensor:
-        """Hard labels from N x C x H x W probabilities (the threshold, or the argmax)."""
+        """Hard labels from N x C x H x W probabilities (the threshold and the post-processing,
+        or the argmax)."""
         if self.mode == "binary":
-            return (probs[:, 0] > self.hparams["threshold"]).long()
+            labels = (probs[:, 0] > self.hparams["threshold"]).long()
+            return postprocess_labels(labels, self.hparams.get("postprocess", "none"))
         return probs.argmax(dim=1)
 
     def compute_loss(self, output: Tensor | AuxiliaryOutput, batch: dict[str, Tensor]) -> Tensor:
