@@ -117,6 +117,13 @@ class SegmentationCLI(LightningCLI):
             "--runs_dir", type=str, default="runs", help="Folder that holds every run's folder."
         )
         parser.add_argument(
+            "--defaults",
+            type=list[str] | None,
+            default=None,
+            help="Shared YAML files an experiment is composed from (relative to experiments/), "
+            "applied before it by --experiment; recorded here, ignored afterwards.",
+        )
+        parser.add_argument(
             "--auto_precision",
             type=bool,
             default=False,
@@ -181,11 +188,14 @@ class SegmentationCLI(LightningCLI):
         normalization = self.model.input_normalization
         if normalization and hasattr(self.datamodule, "use_encoder_normalization"):
             self.datamodule.use_encoder_normalization(*normalization)
-        # A loss that needs per-pixel weight maps (the U-Net boundary loss) asks the data
-        # pipeline for them, so that `loss: boundary_bce` alone is a complete configuration.
-        spec = self.model.weight_map_spec
-        if spec and self.datamodule is not None and hasattr(self.datamodule, "weight_map"):
-            self.datamodule.weight_map = spec
+        # A loss that needs per-pixel weight maps (the U-Net boundary loss) gets them from the
+        # data's weight_map option; without it, say so before any training starts.
+        needs = self.model.needs_weight_map and self.subcommand in ("fit", "validate", "test")
+        if needs and not getattr(self.datamodule, "weight_map", None):
+            raise ConfigurationError(
+                "the boundary loss needs per-pixel weights: set data.init_args.weight_map, "
+                "e.g. --data.init_args.weight_map='{w0: 10.0, sigma: 5.0}'"
+            )
 
     # ------------------------------------------------------------------ run folder and trainer
     def experiment_name(self) -> str:
