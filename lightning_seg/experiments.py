@@ -1,4 +1,6 @@
-"""Named experiments: ``--experiment NAME`` is ``experiments/NAME.yaml``, checked before use.
+"""The configuration files a command runs with: named experiments (``--experiment NAME`` is
+``experiments/NAME.yaml``, checked before use) and, for evaluating a checkpoint, its run's
+``config.yaml``.
 
 An experiment is composed, not copied: its top-level ``defaults`` lists shared files (paths
 relative to the experiments folder, e.g. ``base/ph2.yaml``, which may list their own), applied
@@ -89,3 +91,43 @@ def expand_experiment(argv: list[str]) -> list[str]:
         ]
         return [argv[0], *configs, *argv[1:]]
     return argv
+
+
+EVALUATING = ("validate", "test", "predict")
+
+
+def option(argv: list[str], name: str) -> str | None:
+    """The value of ``--name VALUE`` or ``--name=VALUE`` in ``argv`` (the last one wins)."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(f"{name}="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def checkpoint_run_dir(ckpt_path: str | Path) -> Path | None:
+    """The run folder a checkpoint was written into (``<run>/checkpoints/x.ckpt``), if any."""
+    run_dir = Path(ckpt_path).resolve().parent.parent
+    return run_dir if (run_dir / "config.yaml").is_file() else None
+
+
+def with_checkpoint_config(argv: list[str]) -> list[str]:
+    """``test --ckpt_path C`` without an experiment or config evaluates C with the configuration
+    of the run that made it (its ``config.yaml``): a PH2 checkpoint is tested on PH2, never on
+    the default synthetic data. Without that file it must be told which experiment."""
+    if not argv or argv[0] not in EVALUATING:
+        return argv
+    ckpt_path = option(argv, "--ckpt_path")
+    if not ckpt_path or option(argv, "--config") or option(argv, "--experiment"):
+        return argv
+    if not Path(ckpt_path).is_file():
+        raise ConfigurationError(f"checkpoint not found: {ckpt_path}")
+    run_dir = checkpoint_run_dir(ckpt_path)
+    if run_dir is None:
+        raise ConfigurationError(
+            f"{ckpt_path} is not inside a run folder (<run>/checkpoints/) with a config.yaml, so "
+            "its data is unknown: name it with --experiment NAME (or --config run.yaml)"
+        )
+    return [argv[0], "--config", str(run_dir / "config.yaml"), *argv[1:]]
