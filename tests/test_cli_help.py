@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lightning_seg.cli import COMMANDS, main
+from lightning_seg.cli import main
+from lightning_seg.commands import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[1]
 

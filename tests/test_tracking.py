@@ -15,29 +15,14 @@ import pytest
 
 from lightning_seg.cli import main, run_cli
 from lightning_seg.runs import offline_runs
+from tests.cli_helpers import short_fit_args
 from tests.wandb_offline import finished_records, read_offline_run
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def args(runs: Path, *extra: str) -> list[str]:
-    return [
-        "--experiment=quickstart",
-        f"--runs_dir={runs}",
-        "--trainer.max_epochs=2",
-        "--trainer.limit_train_batches=3",
-        "--trainer.limit_val_batches=2",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        "--data.init_args.size=32",
-        "--data.init_args.num_train=24",
-        "--data.init_args.num_val=8",
-        "--data.init_args.num_test=8",
-        "--data.init_args.batch_size=4",
-        "--model.model_args.depth=2",
-        "--model.model_args.base_channels=4",
-        *extra,
-    ]
+    return short_fit_args(runs, *extra)
 
 
 def wandb_run(run_dir: Path):

@@ -37,8 +37,8 @@ from lightning_seg.data.transforms import (
     build_transform,
     to_tensors,
 )
+from lightning_seg.data.weight_maps import check_weight_map_spec, unet_weight_map
 from lightning_seg.errors import ConfigurationError
-from lightning_seg.losses.boundary import unet_weight_map
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,9 @@ class SegmentationDataModule(LightningDataModule):
     in_channels: int = 3
     ignore_index: int | None = None
 
-    def __init__(self, batch_size: int = 8, num_workers: int = 0) -> None:
+    def __init__(
+        self, batch_size: int = 8, num_workers: int = 0, weight_map: dict[str, float] | None = None
+    ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ConfigurationError(f"data.batch_size must be >= 1, got {batch_size}")
@@ -188,8 +190,9 @@ class SegmentationDataModule(LightningDataModule):
             raise ConfigurationError(f"data.num_workers must be >= 0, got {num_workers}")
         self.batch_size = batch_size
         self.num_workers = num_workers
-        # Set by the CLI from the loss (``task.weight_map_spec``): {"w0": ..., "sigma": ...}.
-        self.weight_map: dict[str, float] | None = None
+        # {"w0": ..., "sigma": ...}: add the U-Net boundary weight map of each mask to its
+        # batch as ``weight`` (the boundary losses need it).
+        self.weight_map = check_weight_map_spec(weight_map)
         self.datasets: dict[str, Dataset] = {}
 
     @property
@@ -217,7 +220,7 @@ class SegmentationDataModule(LightningDataModule):
         self.mean, self.std = tuple(mean), tuple(std)
 
     def weight_map_of(self, mask: np.ndarray) -> np.ndarray:
-        """The U-Net boundary weight map the loss asked for (``self.weight_map``)."""
+        """The U-Net boundary weight map of ``mask`` (the ``weight_map`` option)."""
         assert self.weight_map is not None
         return unet_weight_map(mask, ignore_index=self.ignore_index, **self.weight_map)
 
@@ -336,8 +339,9 @@ class FileDataModule(SegmentationDataModule):
         seed: int = 0,
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
+        weight_map: dict[str, float] | None = None,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(batch_size=batch_size, num_workers=num_workers, weight_map=weight_map)
         if (mean is None) != (std is None):
             raise ConfigurationError("data: set both mean and std, or neither")
         self.root = Path(root) if root else data_dir() / self.folder

@@ -22,13 +22,10 @@ from typing import Any
 
 import numpy as np
 
+# Where cache folders live (shared with converted weights); callers use cache.default_cache_dir.
+from lightning_seg.paths import default_cache_dir  # noqa: F401
+
 CACHE_VERSION = 1
-
-
-def default_cache_dir() -> Path:
-    """``$LIGHTNING_SEG_CACHE``, else ``~/.cache/lightning_seg``."""
-    env = os.environ.get("LIGHTNING_SEG_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "lightning_seg"
 
 
 def fingerprint(files: Iterable[Path], settings: dict[str, Any]) -> str:

@@ -21,16 +21,21 @@ from lightning_seg.data.masks import MaskReport, summarize_reports
 from lightning_seg.errors import ConfigurationError
 
 
-def datamodule_from_experiment(path: Path, overrides: list[str]) -> SegmentationDataModule:
-    """Instantiate only the ``data`` section of an experiment YAML (plus ``--data.*`` flags)."""
+def datamodule_from_experiment(
+    paths: Path | list[Path], overrides: list[str]
+) -> SegmentationDataModule:
+    """Instantiate only the ``data`` sections of an experiment's YAML files, merged in order as
+    the CLI merges them (plus ``--data.*`` flags)."""
     from jsonargparse import ArgumentParser
 
-    config = yaml.safe_load(path.read_text()) or {}
-    if "data" not in config:
-        raise ConfigurationError(f"{path} has no 'data' section")
+    files = [paths] if isinstance(paths, Path) else list(paths)
+    sections = [(yaml.safe_load(f.read_text()) or {}).get("data") for f in files]
+    flags = [arg for data in sections if data for arg in ("--data", json.dumps(data))]
+    if not flags:
+        raise ConfigurationError(f"{files[-1]} has no 'data' section")
     parser = ArgumentParser(prog="lightning-seg check-data", exit_on_error=False)
     parser.add_subclass_arguments(SegmentationDataModule, "data", required=True)
-    parsed = parser.parse_args(["--data", json.dumps(config["data"]), *overrides])
+    parsed = parser.parse_args([*flags, *overrides])
     return parser.instantiate_classes(parsed).data
 
 
@@ -73,7 +78,7 @@ def audit(dm: FileDataModule) -> tuple[str, int]:
 
 
 def check_data_command(argv: list[str]) -> int:
-    from lightning_seg.experiments import check_yaml, experiment_path
+    from lightning_seg.experiments import composed_files, experiment_path
 
     parser = argparse.ArgumentParser(
         prog="lightning-seg check-data",
@@ -82,11 +87,9 @@ def check_data_command(argv: list[str]) -> int:
     parser.add_argument("--experiment", required=True, help="experiment name or YAML path")
     args, overrides = parser.parse_known_args(argv)
     path = Path(args.experiment)
-    if path.is_file():
-        check_yaml(path)
-    else:
+    if not path.is_file():
         path = experiment_path(args.experiment)
-    dm = datamodule_from_experiment(path, overrides)
+    dm = datamodule_from_experiment(composed_files(path), overrides)
     if not isinstance(dm, FileDataModule):
         print(f"{dm.name}: generated data, nothing to check")
         return 0

@@ -142,6 +142,7 @@ class SyntheticDataModule(SegmentationDataModule):
         batch_size: int = 16,
         num_workers: int = 0,
         train_transforms: TransformSpec | None = None,
+        weight_map: dict[str, float] | None = None,
     ) -> None:
         if size < 8:
             raise ConfigurationError(f"data.size must be >= 8 pixels, got {size}")
@@ -152,7 +153,7 @@ class SyntheticDataModule(SegmentationDataModule):
             )
         if num_lesion_classes < 1:
             raise ValueError(f"num_lesion_classes must be >= 1, got {num_lesion_classes}")
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(batch_size=batch_size, num_workers=num_workers, weight_map=weight_map)
         binary = num_lesion_classes == 1
         self.num_classes = 1 if binary else num_lesion_classes + 1
         self.class_names = (

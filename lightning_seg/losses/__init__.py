@@ -21,7 +21,7 @@ from typing import Any, Literal
 from torch import Tensor, nn
 
 from lightning_seg.errors import ConfigurationError, unknown_choice
-from lightning_seg.losses.boundary import BoundaryBCELoss, BoundaryCELoss, unet_weight_map
+from lightning_seg.losses.boundary import BoundaryBCELoss, BoundaryCELoss
 from lightning_seg.losses.focal import FocalLoss
 from lightning_seg.losses.pixelwise import BCELoss, CrossEntropyLoss
 from lightning_seg.losses.region import DiceLoss, LovaszLoss, TverskyLoss
@@ -119,5 +119,4 @@ __all__ = [
     "WeightedSum",
     "build_loss",
     "parse_spec",
-    "unet_weight_map",
 ]

@@ -13,8 +13,8 @@ from PIL import Image
 
 from lightning_seg.data import CarvanaDataModule, FolderDataModule
 from lightning_seg.data.io import DataError
+from lightning_seg.data.weight_maps import unet_weight_map
 from lightning_seg.errors import ConfigurationError
-from lightning_seg.losses.boundary import unet_weight_map
 
 PALETTE = [(0, 0, 0), (255, 0, 0), (0, 0, 255)]
 

@@ -1,4 +1,4 @@
-"""The U-Net boundary weight map and the boundary-weighted BCE / CE."""
+"""The U-Net boundary weight map (computed by the data) and the boundary-weighted BCE / CE."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 import torch
 from scipy import ndimage
 
+from lightning_seg.data.weight_maps import check_weight_map_spec, unet_weight_map
 from lightning_seg.errors import ConfigurationError
-from lightning_seg.losses import build_loss, unet_weight_map
+from lightning_seg.losses import build_loss
 
 
 def two_squares(gap: int) -> np.ndarray:
@@ -82,13 +83,19 @@ def test_cropped_distances_match_the_full_computation_within_tolerance():
 
 
 def test_boundary_losses_need_the_weight_map():
-    loss = build_loss([{"name": "boundary_bce", "w0": 5.0, "sigma": 3.0}], "binary")
-    assert loss.weight_map == {"w0": 5.0, "sigma": 3.0}
+    loss = build_loss("boundary_bce", "binary")
+    assert loss.needs_weight_map and build_loss("boundary_ce", "multiclass").needs_weight_map
     logits = torch.zeros(1, 1, 2, 2)
     target = torch.zeros(1, 2, 2, dtype=torch.long)
-    with pytest.raises(ConfigurationError, match=r"needs the U-Net weight map.*weight_map option"):
+    with pytest.raises(ConfigurationError, match=r"needs the U-Net weight map.*data.init_args"):
         loss(logits, target)
-    assert build_loss("boundary_ce", "multiclass").weight_map == {"w0": 10.0, "sigma": 5.0}
+
+
+@pytest.mark.parametrize("spec", [{"w0": 1, "radius": 3}, "10", {"sigma": 0}, {"w0": -1}])
+def test_a_bad_weight_map_option_is_one_line(spec):
+    with pytest.raises(ConfigurationError, match=r"data\.weight_map"):
+        check_weight_map_spec(spec)
+    assert check_weight_map_spec({"w0": 5}) == {"w0": 5.0, "sigma": 5.0}
 
 
 def test_boundary_bce_and_ce_by_hand():

