@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from lightning_seg.precision import cpu_has_amx
+
 
 def machine() -> str:
     """CPU model, cores, torch version and threads, Python: enough to compare tables."""
@@ -19,7 +21,9 @@ def machine() -> str:
                 break
     except OSError:
         pass
+    # Whether bf16 is fast here decides the precision auto_precision picks (and the speed).
+    amx = "with" if cpu_has_amx() else "without"
     return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"{cpu} ({amx} AMX-BF16), {os.cpu_count()} cores, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
     )
