@@ -9,7 +9,7 @@ is chosen by the score that ``test`` and ``predict`` will give.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from scipy import ndimage
 from torch import Tensor
 
 Postprocess = Literal["none", "largest_component"]
-POSTPROCESS: tuple[str, ...] = ("none", "largest_component")
+POSTPROCESS: tuple[str, ...] = get_args(Postprocess)
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
