@@ -9,6 +9,7 @@ TOOLS := .tools
 UV := $(or $(shell command -v uv 2>/dev/null),$(TOOLS)/uv/bin/uv)
 PY := .venv/bin/python
 STAMP := .venv/.synced
+DEV_STAMP := .venv/.synced-dev
 
 EXP ?= quickstart
 # --experiment only when EXP was given: a checkpoint is otherwise evaluated with its own run's config.
@@ -30,12 +31,18 @@ $(TOOLS)/uv/bin/uv:
 	python3 -m venv $(TOOLS)/uv
 	$(TOOLS)/uv/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
 
-# Rebuild the environment only when the dependencies changed.
+# Rebuild the environment only when the dependencies changed. Running needs the project and its
+# extras; `make test`/`lint` add the dev group (pytest, ruff, scikit-image). --inexact: a later
+# `make train` keeps the dev tools a `make test` installed.
 $(STAMP): pyproject.toml uv.lock | $(UV)
-	$(UV) sync --locked --all-extras
+	$(UV) sync --locked --all-extras --no-dev --inexact
 	@touch $@
 
-env: $(STAMP) ## build .venv from uv.lock (done by every other target)
+$(DEV_STAMP): $(STAMP)
+	$(UV) sync --locked --all-extras --inexact
+	@touch $@
+
+env: $(STAMP) ## build .venv from uv.lock with what running needs (done by every other target)
 
 train: $(STAMP) ## train an experiment: make train EXP=quickstart ARGS="--trainer.max_epochs=3"
 	$(PY) -m lightning_seg fit --experiment $(EXP) $(ARGS)
@@ -76,17 +83,17 @@ bench-accuracy: $(STAMP) ## fit + test every PH2 experiment, table in benchmarks
 bench-models: $(STAMP) ## measure training throughput of every network (benchmarks/results/models.md)
 	$(PY) benchmarks/models.py $(ARGS)
 
-test: $(STAMP) ## run the fast test suite (what CI runs)
+test: $(DEV_STAMP) ## run the fast test suite (what CI runs)
 	$(PY) -m pytest $(ARGS)
 
-test-all: $(STAMP) ## run every test, slow ones included
+test-all: $(DEV_STAMP) ## run every test, slow ones included
 	$(PY) -m pytest -m "" $(ARGS)
 
-lint: $(STAMP) ## ruff lint and format check
+lint: $(DEV_STAMP) ## ruff lint and format check
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-format: $(STAMP) ## apply ruff's fixes and formatting
+format: $(DEV_STAMP) ## apply ruff's fixes and formatting
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
