@@ -22,7 +22,7 @@ export UV_LINK_MODE ?= copy
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help env train validate evaluate models check-data compare sync predict export bench-accuracy bench-models bench-predict bench-data test test-all lint format clean
+.PHONY: help env train validate evaluate models check-data compare sync predict export tune bench-accuracy bench-models bench-predict bench-data test test-all lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -76,6 +76,9 @@ bench-predict: $(STAMP) ## predict images/s on PH2-sized images, with and withou
 
 bench-data: $(STAMP) ## data loading images/s for PH2 with and without the cache (needs PH2)
 	$(PY) benchmarks/dataloader.py $(ARGS)
+
+tune: $(STAMP) ## hyper-parameter search (Optuna): make tune EXP=unet_bce [TRIALS=20] [ARGS="--storage URL"]
+	$(PY) -m lightning_seg tune --experiment $(EXP) $(if $(TRIALS),--trials $(TRIALS)) $(ARGS)
 
 bench-accuracy: $(STAMP) ## fit + test every PH2 experiment, table in benchmarks/results/accuracy.md [EXP="a b"]
 	$(PY) benchmarks/accuracy.py $(if $(NAMED_EXP),--experiments $(EXP)) $(ARGS)

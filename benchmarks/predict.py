@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"- machine: {machine()}",
         f"- checkpoint: {'given: ' + str(args.ckpt) if args.ckpt else 'quickstart-sized U-Net'}"
-        f" ({settings['model']}, training size {settings['image_size']})",
+        f" ({settings['model']}, training size {list(settings['preprocessing'].image_size)})",
         f"- images: {source}",
         "- TTA `flips`: identity, horizontal, vertical and both flips (4 passes)",
         f"- predict only: best of {args.repeat}; end to end: one pass (decode, predict, write)",

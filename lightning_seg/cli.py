@@ -10,12 +10,13 @@ import importlib
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations' import phones home
 
-from lightning import Trainer
+from lightning import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
@@ -53,7 +54,7 @@ from lightning_seg.tracking import (
     offline_notice,
 )
 
-LINKED_FROM_DATA = ("num_classes", "in_channels", "ignore_index", "class_names")
+LINKED_FROM_DATA = ("num_classes", "in_channels", "ignore_index", "class_names", "class_weights")
 # Errors about the user's configuration or data: one line on stderr and exit status 2, never a
 # traceback from deep inside a library.
 USER_ERRORS = (ConfigurationError, DataError, DownloadError)
@@ -62,8 +63,17 @@ USER_ERRORS = (ConfigurationError, DataError, DownloadError)
 class SegmentationCLI(LightningCLI):
     """LightningCLI with lightning_seg's defaults: W&B logging, run folders, checkpoints."""
 
-    def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        args: list[str] | None = None,
+        run: bool = True,
+        extra_callbacks: Sequence[Callback] = (),
+        **kwargs: Any,
+    ) -> None:
         self.summary: RunSummary | None = None
+        # Callbacks that cannot be configured in YAML (a hyper-parameter search's pruning hook):
+        # added to the Trainer that the configuration builds, which is otherwise unchanged.
+        self.extra_callbacks = list(extra_callbacks)
         super().__init__(
             model_class=SegmentationTask,
             datamodule_class=SegmentationDataModule,
@@ -166,6 +176,8 @@ class SegmentationCLI(LightningCLI):
         normalization = self.model.input_normalization
         if normalization and hasattr(self.datamodule, "use_encoder_normalization"):
             self.datamodule.use_encoder_normalization(*normalization)
+        if hasattr(self.datamodule, "use_network_stride"):
+            self.datamodule.use_network_stride(getattr(self.model.network, "stride", 1) or 1)
         # A loss that needs per-pixel weight maps (the U-Net boundary loss) gets them from the
         # data's weight_map option; without it, say so before any training starts.
         needs = self.model.needs_weight_map and self.subcommand in ("fit", "validate", "test")
@@ -204,6 +216,7 @@ class SegmentationCLI(LightningCLI):
             self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys
         ]
 
+        tracking: TrackingOptions = self._get(self.config_init, "tracking")
         if trainer_config.get("default_root_dir") is None:
             trainer_config["default_root_dir"] = str(run_dir)
         if trainer_config.get("logger") in (None, True):
@@ -217,7 +230,7 @@ class SegmentationCLI(LightningCLI):
                     run_id,
                     # The fit run's id (its job type is part of it) when the run is known.
                     job_type="fit" if own is not None else self.subcommand or "fit",
-                    group=getattr(self.datamodule, "name", None),
+                    group=tracking.group or getattr(self.datamodule, "name", None),
                     tags=self.run_tags(),
                     # An evaluation of an unknown run says so in its name and never counts as
                     # a fit run.
@@ -233,10 +246,9 @@ class SegmentationCLI(LightningCLI):
                 ]
             self.summary = RunSummary(run_dir, experiment)
             callbacks.append(self.summary)
-        tracking: TrackingOptions = self._get(self.config_init, "tracking")
         if isinstance(trainer_config["logger"], WandbLogger) and tracking.num_images > 0:
             callbacks.append(PredictionImages(tracking.images_every_n_epochs, tracking.num_images))
-        callbacks += console_callbacks(trainer_config)
+        callbacks += console_callbacks(trainer_config) + self.extra_callbacks
         self.run_dir = run_dir
         return self._instantiate_trainer(trainer_config, callbacks)
 
@@ -301,18 +313,24 @@ class SegmentationCLI(LightningCLI):
         self._report("test")
 
 
-def run_cli(argv: list[str]) -> SegmentationCLI:
+def run_cli(argv: list[str], callbacks: Sequence[Callback] = ()) -> SegmentationCLI:
     """Run ``fit`` / ``validate`` / ``test`` / ``predict`` as the command line does and return
     the CLI, whose ``trainer``, ``model`` and ``datamodule`` a notebook or a test can inspect.
-    Errors in the configuration or the data raise (``main`` prints them as one line)."""
+    ``callbacks`` join the configured ones (objects that YAML cannot describe). Errors in the
+    configuration or the data raise (``main`` prints them as one line)."""
     quiet_libraries()
     argv = with_checkpoint_config(expand_experiment(list(argv)))
     # LightningCLI reads sys.argv itself; give it the expanded arguments and a clear name.
     saved, sys.argv = sys.argv, ["lightning-seg", *argv]
     try:
-        return SegmentationCLI()
+        return SegmentationCLI(extra_callbacks=callbacks)
     finally:
         sys.argv = saved
+
+
+def flag(name: str, value: Any) -> str:
+    """``--name=value``: strings as they are, anything else as JSON (which the CLI reads)."""
+    return f"--{name}={value if isinstance(value, str) else json.dumps(value)}"
 
 
 def as_flags(settings: dict[str, Any], prefix: str = "") -> list[str]:
@@ -323,7 +341,7 @@ def as_flags(settings: dict[str, Any], prefix: str = "") -> list[str]:
         if isinstance(value, dict) and value and not name.endswith(("model_args", "init_args")):
             flags += as_flags(value, name)
         else:
-            flags.append(f"--{name}={value if isinstance(value, str) else json.dumps(value)}")
+            flags.append(flag(name, value))
     return flags
 
 

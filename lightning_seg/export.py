@@ -18,8 +18,8 @@ for them only the batch is dynamic and H x W is fixed at the training size, whic
 
 Every file is checked before it is published: it is written to a temporary file, run (ONNX
 Runtime, or the loaded TorchScript module) on random inputs at two batch sizes and two spatial
-sizes (one not the example size, where dynamic), compared with PyTorch, and only then renamed
-into place.
+sizes (one not the example size, where dynamic), compared with PyTorch
+(:mod:`lightning_seg.export_checks`), and only then renamed into place.
 """
 
 from __future__ import annotations
@@ -31,24 +31,22 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_seg.errors import ConfigurationError
+from lightning_seg.export_checks import check_sizes, onnx_runner, parity, passes, torch_runner
 from lightning_seg.inference import add_checkpoint_argument, load_task, temporary_path
+from lightning_seg.preprocessing import Preprocessing, pad_to_stride
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
 DEFAULT_OPSET = 18
-# Largest accepted |exported - PyTorch| in float32, relative to max(1, max |logit|).
-TOLERANCE = 1e-4
 
 
 class ExportModule(nn.Module):
@@ -66,9 +64,7 @@ class ExportModule(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         height, width = images.shape[-2], images.shape[-1]
         if self.stride > 1:
-            pad_h = (self.stride - height % self.stride) % self.stride
-            pad_w = (self.stride - width % self.stride) % self.stride
-            images = F.pad(images, [0, pad_w, 0, pad_h], mode="reflect")
+            images = pad_to_stride(images, self.stride)
         logits = self.network(images)
         return logits[:, :, :height, :width]
 
@@ -103,16 +99,19 @@ def name_axes(model: Any, dynamic_spatial: bool) -> None:
 
 
 def export_metadata(settings: dict[str, Any], dynamic_spatial: bool, stride: int) -> dict[str, str]:
-    """What a deployment needs beside the graph, as strings (JSON for lists)."""
-    size = settings["image_size"]
+    """What a deployment needs beside the graph, as strings (JSON for lists): the checkpoint's
+    preprocessing (whole, and its fields one by one) and how to read the output."""
+    preprocessing: Preprocessing = settings["preprocessing"]
+    size = list(preprocessing.image_size)
     return {
         "producer": "lightning_seg",
         "model": settings.get("model", ""),
         "input": "images: N x C x H x W float32, (pixel / 255 - mean) / std, RGB or grey",
         "output": "logits: N x num_classes x H x W; binary: sigmoid > threshold; else argmax",
-        "mean": json.dumps(settings["mean"]),
-        "std": json.dumps(settings["std"]),
-        "in_channels": str(settings["in_channels"]),
+        "preprocessing": json.dumps(preprocessing.to_dict()),
+        "mean": json.dumps(list(preprocessing.mean)),
+        "std": json.dumps(list(preprocessing.std)),
+        "in_channels": str(preprocessing.channels),
         "num_classes": str(settings["num_classes"]),
         "class_names": json.dumps(settings["class_names"]),
         "threshold": str(settings["threshold"]),
@@ -122,49 +121,6 @@ def export_metadata(settings: dict[str, Any], dynamic_spatial: bool, stride: int
         "dynamic_spatial": "true" if dynamic_spatial else f"false (H x W fixed at {size})",
         "stride": str(stride),
     }
-
-
-def check_sizes(
-    example: tuple[int, int], dynamic_spatial: bool, stride: int
-) -> list[tuple[int, int]]:
-    """Spatial sizes for the parity check: the example size and, where dynamic, another one that
-    is no multiple of the stride (so the in-graph padding is exercised)."""
-    if not dynamic_spatial:
-        return [example]
-    height, width = example
-    other = (max(stride, height * 3 // 4) + 3, width + max(stride, 8) + 5)
-    return [example, other]
-
-
-def parity(
-    run: Callable[[np.ndarray], np.ndarray],
-    network: nn.Module,
-    in_channels: int,
-    sizes: list[tuple[int, int]],
-    batches: tuple[int, ...] = (1, 3),
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Max |exported - PyTorch| over random inputs at each batch size and spatial size, and the
-    largest |logit| (the scale the difference is judged against)."""
-    generator = torch.Generator().manual_seed(seed)
-    worst, scale = 0.0, 0.0
-    for (height, width), batch in ((s, b) for s in sizes for b in batches):
-        images = torch.randn(batch, in_channels, height, width, generator=generator)
-        with torch.inference_mode():
-            expected = network(images).float().numpy()
-        got = run(images.numpy())
-        if got.shape != expected.shape:
-            raise ConfigurationError(
-                f"exported model returns {got.shape} for input {tuple(images.shape)}, "
-                f"PyTorch {expected.shape}"
-            )
-        worst = max(worst, float(np.abs(got - expected).max()))
-        scale = max(scale, float(np.abs(expected).max()))
-    return worst, scale
-
-
-def _passes(difference: float, scale: float) -> bool:
-    return difference <= TOLERANCE * max(1.0, scale)
 
 
 @contextmanager
@@ -218,23 +174,49 @@ def export_onnx(
     ``fixed_size`` None decides by :func:`fixed_size_reason`; True fixes H x W at
     ``example_size`` (the training size by default).
     """
-    try:
-        import onnxruntime  # noqa: F401  (needed for the check; fail before the slow export)
-        from torch.export import Dim
-    except ImportError as error:
-        raise ConfigurationError(
-            f"ONNX export needs the export extra (pip install 'lightning-seg[export]'): {error}"
-        ) from None
+    _require_onnx_export()
     if opset < 17:
         raise ConfigurationError(f"--opset must be 17 or more, not {opset}")
     path = Path(path)
     network = prepare(network)
     module = ExportModule(network).eval()
-    size = tuple(example_size or settings["image_size"])
+    size = tuple(example_size or settings["preprocessing"].image_size)
     reason = fixed_size_reason(network) if fixed_size is None else None
     dynamic_spatial = not (fixed_size or reason)
+    example = torch.randn(2, settings["preprocessing"].channels, *size)
+    program = _onnx_program(module, example, dynamic_spatial, opset)
+    program.model.metadata_props.update(export_metadata(settings, dynamic_spatial, module.stride))
+    result: dict[str, Any] = {"dynamic_spatial": dynamic_spatial, "fixed_reason": reason}
+    with _temporary(path) as tmp:
+        with _quiet_exporter():
+            # One self-contained file (no external ``.data`` beside it): renamed atomically,
+            # and fine below ONNX's 2 GB protobuf limit, far above these networks.
+            program.save(str(tmp), external_data=False)
+        if check:
+            sizes = check_sizes(size, dynamic_spatial, module.stride)
+            channels = settings["preprocessing"].channels
+            result.update(_check_onnx_file(tmp, network, channels, sizes))
+    return result
+
+
+def _require_onnx_export() -> None:
+    """Fail before the slow export when the exporter or ONNX Runtime (for the check) is missing."""
+    try:
+        import onnxruntime  # noqa: F401
+        from torch.export import Dim  # noqa: F401
+    except ImportError as error:
+        raise ConfigurationError(
+            f"ONNX export needs the export extra (pip install 'lightning-seg[export]'): {error}"
+        ) from None
+
+
+def _onnx_program(
+    module: ExportModule, example: Tensor, dynamic_spatial: bool, opset: int
+) -> torch.onnx.ONNXProgram:
+    """The dynamo exporter's program for ``module``, batch (and H x W) dynamic, axes named."""
+    from torch.export import Dim
+
     axes = {0: Dim.DYNAMIC, 2: Dim.DYNAMIC, 3: Dim.DYNAMIC} if dynamic_spatial else {0: Dim.DYNAMIC}
-    example = torch.randn(2, settings["in_channels"], *size)
     with _quiet_exporter(), torch.no_grad():
         program = torch.onnx.export(
             module,
@@ -248,40 +230,20 @@ def export_onnx(
         )
     assert program is not None
     name_axes(program.model, dynamic_spatial)
-    program.model.metadata_props.update(export_metadata(settings, dynamic_spatial, module.stride))
-    result: dict[str, Any] = {"dynamic_spatial": dynamic_spatial, "fixed_reason": reason}
-    with _temporary(path) as tmp:
-        with _quiet_exporter():
-            # One self-contained file (no external ``.data`` beside it): renamed atomically,
-            # and fine below ONNX's 2 GB protobuf limit, far above these networks.
-            program.save(str(tmp), external_data=False)
-        if check:
-            sizes = check_sizes(size, dynamic_spatial, module.stride)
-            difference, scale = parity(onnx_runner(tmp), network, settings["in_channels"], sizes)
-            result.update(max_abs_diff=difference, max_abs_logit=scale, sizes=sizes)
-            if not _passes(difference, scale):
-                raise ConfigurationError(
-                    f"ONNX parity check failed: max |onnx - torch| = {difference:.3g} "
-                    f"(largest logit {scale:.3g}) at sizes {sizes}; nothing was written"
-                )
-    return result
+    return program
 
 
-def onnx_runner(path: str | os.PathLike[str]) -> Callable[[np.ndarray], np.ndarray]:
-    """A function that runs an exported ONNX file with ONNX Runtime on the CPU."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(
-        str(path), sess_options=options, providers=["CPUExecutionProvider"]
-    )
-    name = session.get_inputs()[0].name
-
-    def run(images: np.ndarray) -> np.ndarray:
-        return session.run(None, {name: images.astype(np.float32)})[0]
-
-    return run
+def _check_onnx_file(
+    path: Path, network: nn.Module, in_channels: int, sizes: list[tuple[int, int]]
+) -> dict[str, Any]:
+    """The parity of the ONNX file at ``path`` with ``network``; refused when it does not pass."""
+    difference, scale = parity(onnx_runner(path), network, in_channels, sizes)
+    if not passes(difference, scale):
+        raise ConfigurationError(
+            f"ONNX parity check failed: max |onnx - torch| = {difference:.3g} "
+            f"(largest logit {scale:.3g}) at sizes {sizes}; nothing was written"
+        )
+    return {"max_abs_diff": difference, "max_abs_logit": scale, "sizes": sizes}
 
 
 # ----------------------------------------------------------------------------- TorchScript
@@ -302,8 +264,8 @@ def export_torchscript(
     path = Path(path)
     network = prepare(network)
     module = ExportModule(network).eval()
-    size = tuple(example_size or settings["image_size"])
-    channels = settings["in_channels"]
+    size = tuple(example_size or settings["preprocessing"].image_size)
+    channels = settings["preprocessing"].channels
     sizes = check_sizes(size, True, module.stride)
     failures: list[str] = []
     for method in ("trace", "script"):
@@ -317,8 +279,8 @@ def export_torchscript(
         except Exception as error:  # the exporters raise anything from deep inside
             failures.append(f"{method}: {str(error).strip().splitlines()[0][:200]}")
             continue
-        difference, scale = parity(_torch_runner(compiled), network, channels, sizes)
-        if _passes(difference, scale):
+        difference, scale = parity(torch_runner(compiled), network, channels, sizes)
+        if passes(difference, scale):
             break
         failures.append(f"{method}: differs by {difference:.3g} at another input size")
     else:
@@ -335,22 +297,14 @@ def export_torchscript(
             )
             loaded = torch.jit.load(str(tmp), map_location="cpu") if check else None
         if loaded is not None:
-            difference, scale = parity(_torch_runner(loaded), network, channels, sizes, seed=1)
+            difference, scale = parity(torch_runner(loaded), network, channels, sizes, seed=1)
             result.update(max_abs_diff=difference, max_abs_logit=scale, sizes=sizes)
-            if not _passes(difference, scale):
+            if not passes(difference, scale):
                 raise ConfigurationError(
                     f"TorchScript parity check failed: max difference {difference:.3g}; "
                     "nothing was written"
                 )
     return result
-
-
-def _torch_runner(module: nn.Module | torch.jit.ScriptModule) -> Callable[[np.ndarray], np.ndarray]:
-    def run(images: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return module(torch.from_numpy(images)).float().numpy()
-
-    return run
 
 
 # ----------------------------------------------------------------------------- command
@@ -414,7 +368,8 @@ def export_command(argv: list[str]) -> int:
     print(f"exported {args.format}{how}: {output}")
     if not result["dynamic_spatial"]:
         why = f": {result['fixed_reason']}" if result.get("fixed_reason") else ""
-        print(f"note: H x W fixed at {size or settings['image_size']}, batch dynamic{why}")
+        fixed = size or list(settings["preprocessing"].image_size)
+        print(f"note: H x W fixed at {fixed}, batch dynamic{why}")
     if "max_abs_diff" in result:
         sizes = ", ".join(f"{h}x{w}" for h, w in result["sizes"])
         print(

@@ -15,17 +15,6 @@ def fixed_indices(length: int, count: int) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, length - 1, min(count, length))})
 
 
-def display_image(
-    image: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
-) -> np.ndarray:
-    """Undo the normalisation: C x H x W float -> H x W (x 3) uint8 for display."""
-    channels = image.shape[0]
-    mean_t = torch.tensor(mean[:channels]).view(-1, 1, 1)
-    std_t = torch.tensor(std[:channels]).view(-1, 1, 1)
-    pixels = ((image.cpu() * std_t + mean_t).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()
-    return pixels[..., 0] if channels == 1 else pixels
-
-
 class PredictionImages(Callback):
     """Logs ``num_images`` fixed validation images with masks every ``every_n_epochs`` epochs
     (default: four times per run, and at the last epoch), and the same at test; rank 0 only.
@@ -84,12 +73,12 @@ class PredictionImages(Callback):
         pl_module.eval()
         predictions = pl_module.predict_labels(pl_module(images)).cpu().numpy()
         pl_module.train(was_training)
-        mean = getattr(dataset, "mean", (0.0,) * 3)
-        std = getattr(dataset, "std", (1.0,) * 3)
+        # The datamodule's preprocessing normalised these images: the same object undoes it.
+        preprocessing = datamodule.preprocessing
         labels = self.class_labels(pl_module)
         logger.log_image(
             key=f"{split}/predictions",
-            images=[display_image(s["image"], mean, std) for s in samples],
+            images=[preprocessing.display(s["image"]) for s in samples],
             step=trainer.global_step,
             masks=[
                 self.layers(s["mask"].numpy(), p, labels)

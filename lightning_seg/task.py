@@ -17,7 +17,7 @@ from torch import Tensor
 from torchmetrics import MetricCollection
 
 from lightning_seg.callbacks import ThresholdTuner
-from lightning_seg.data.base import sample_seed
+from lightning_seg.data.datasets import sample_seed
 from lightning_seg.errors import ConfigurationError
 from lightning_seg.losses import LossSpec, build_loss
 from lightning_seg.metrics import build_metrics
@@ -40,6 +40,8 @@ class SegmentationTask(LightningModule):
         lr_scheduler: ``cosine`` decay or ``onecycle`` over all training steps, or ``constant``.
         in_channels, num_classes, ignore_index, class_names: set from the datamodule by the CLI;
             ``num_classes=1`` means binary segmentation with one logit.
+        class_weights: per-class weights for a loss with ``class_weights: median_frequency``;
+            the CLI links them from the datamodule's median-frequency statistics.
         threshold: probability above which a binary pixel is foreground.
         tune_threshold: at the end of ``fit``, choose the binary threshold that maximises the
             validation IoU of the best checkpoint and store it in the checkpoints, so that
@@ -65,6 +67,7 @@ class SegmentationTask(LightningModule):
         num_classes: int = 1,
         ignore_index: int | None = None,
         class_names: list[str] | None = None,
+        class_weights: list[float] | None = None,
         threshold: float = 0.5,
         tune_threshold: bool = False,
         channels_last: bool = True,
@@ -105,7 +108,18 @@ class SegmentationTask(LightningModule):
             self.network.compile()
 
     def configure_losses(self) -> None:
-        self.criterion = build_loss(self.hparams["loss"], self.mode, self.hparams["ignore_index"])
+        hp = self.hparams
+        self.criterion = build_loss(hp["loss"], self.mode, hp["ignore_index"])
+        for module in self.criterion.modules():
+            if getattr(module, "needs_class_weights", False):
+                if hp.get("class_weights") is None:
+                    raise ConfigurationError(
+                        "class_weights: median_frequency needs the weights of the training "
+                        "masks, which a multiclass datamodule of files gives (the CLI links "
+                        "data.class_weights to model.class_weights); give a list of weights "
+                        "instead"
+                    )
+                module.set_class_weights(list(hp["class_weights"]))
 
     def configure_metrics(self) -> None:
         hp = self.hparams
@@ -127,20 +141,6 @@ class SegmentationTask(LightningModule):
     def needs_weight_map(self) -> bool:
         """Whether the loss needs the U-Net weight map in each batch (``weight``)."""
         return any(getattr(m, "needs_weight_map", False) for m in self.criterion.modules())
-
-    def setup(self, stage: str) -> None:
-        # Losses whose class weights come from the data (median frequency) get them here, from
-        # the datamodule's statistics: the task itself never reads files.
-        for module in self.criterion.modules():
-            if getattr(module, "needs_class_weights", False):
-                datamodule = self.trainer.datamodule if self._trainer is not None else None
-                if not hasattr(datamodule, "median_frequency_weights"):
-                    raise ConfigurationError(
-                        "class_weights: median_frequency needs a datamodule of files "
-                        "(with median_frequency_weights()); give a list of weights instead"
-                    )
-                module.set_class_weights(datamodule.median_frequency_weights())
-                module.to(self.device)
 
     # ----------------------------------------------------------------- forward and steps
     def run_network(self, images: Tensor) -> Tensor | AuxiliaryOutput:

@@ -178,11 +178,14 @@ class TrackingOptions:
         images_every_n_epochs: log prediction images every N epochs (default: 4 times a run).
         num_images: fixed validation / test images logged with their masks (0: none).
         log_model: upload the best checkpoint as a W&B model artifact at the end of fit.
+        group: the W&B group of the run; the dataset's name by default (a hyper-parameter
+            search groups its trials under the study's name).
     """
 
     images_every_n_epochs: int | None = None
     num_images: int = 8
     log_model: bool = False
+    group: str | None = None
 
 
 def log_best_checkpoint(logger: WandbLogger, trainer: Any) -> None:

@@ -153,8 +153,9 @@ def test_pretrained_encoder_gets_its_normalisation_in_training_and_checkpoint(ti
     runs = Path(next(a for a in args if a.startswith("--runs_dir")).split("=", 1)[1])
     state = torch.load(next(runs.rglob("last.ckpt")), weights_only=True, map_location="cpu")
     # EfficientNet-Lite's ImageNet weights expect pixels in [-1, 1], not ImageNet statistics.
-    assert state["lightning_seg"]["mean"] == [0.5] * 3
-    assert state["lightning_seg"]["std"] == [0.5] * 3
+    preprocessing = state["lightning_seg"]["preprocessing"]
+    assert preprocessing["mean"] == [0.5] * 3 and preprocessing["std"] == [0.5] * 3
+    assert preprocessing["stride"] == 32  # the encoder's: H and W are padded to a multiple
 
 
 def test_explicit_normalisation_wins_over_the_encoders(tmp_path):
@@ -162,7 +163,7 @@ def test_explicit_normalisation_wins_over_the_encoders(tmp_path):
 
     dm = PH2DataModule(root=str(tmp_path), mean=(0.1, 0.2, 0.3), std=(1.0, 1.0, 1.0))
     dm.use_encoder_normalization((0.5,) * 3, (0.5,) * 3)
-    assert dm.mean == (0.1, 0.2, 0.3)
+    assert dm.preprocessing.mean == (0.1, 0.2, 0.3)
     default = PH2DataModule(root=str(tmp_path))
     default.use_encoder_normalization((0.5,) * 3, (0.5,) * 3)
-    assert default.mean == (0.5,) * 3
+    assert default.preprocessing.mean == (0.5,) * 3

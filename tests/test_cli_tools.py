@@ -27,8 +27,12 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, fit_checkpoint) -> Path
 def test_checkpoint_carries_what_inference_needs(checkpoint):
     state = torch.load(checkpoint, weights_only=True)
     assert state["lightning_seg"] == {
-        "mean": [0.5] * 3, "std": [0.25] * 3, "image_size": [32, 32], "in_channels": 3,
-        "class_names": ["lesion"], "tiled": False,
+        "preprocessing": {
+            "image_size": [32, 32], "tiled": False, "interpolation": "auto",
+            # stride 4: a depth-2 U-Net pads its input to a multiple of 4
+            "mean": [0.5] * 3, "std": [0.25] * 3, "channels": 3, "stride": 4,
+        },
+        "class_names": ["lesion"],
     }  # fmt: skip
 
 

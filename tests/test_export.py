@@ -23,6 +23,7 @@ from lightning_seg.export import (
 )
 from lightning_seg.inference import load_task
 from lightning_seg.models import build_model
+from lightning_seg.preprocessing import Preprocessing
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -36,10 +37,7 @@ def _one_thread() -> Iterator[None]:
 
 
 SETTINGS = {
-    "mean": [0.5, 0.5, 0.5],
-    "std": [0.25, 0.25, 0.25],
-    "image_size": [32, 48],
-    "in_channels": 3,
+    "preprocessing": Preprocessing(image_size=(32, 48), mean=(0.5,), std=(0.25,)),
     "num_classes": 2,
     "class_names": ["skin", "lesion"],
     "threshold": 0.5,
@@ -104,8 +102,7 @@ def test_segnet_onnx_matches_pytorch_at_dynamic_batch_and_size(tmp_path: Path) -
     model = onnx.load(str(path))
     assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
     metadata = {p.key: p.value for p in model.metadata_props}
-    assert json.loads(metadata["mean"]) == SETTINGS["mean"]
-    assert json.loads(metadata["std"]) == SETTINGS["std"]
+    assert json.loads(metadata["mean"]) == [0.5] * 3 and json.loads(metadata["std"]) == [0.25] * 3
     assert json.loads(metadata["class_names"]) == ["skin", "lesion"]
     for value in (model.graph.input[0], model.graph.output[0]):
         dims = value.type.tensor_type.shape.dim
@@ -126,7 +123,7 @@ def test_torchscript_matches_pytorch(name: str, tmp_path: Path) -> None:
     assert export_torchscript(network, path, SETTINGS, check=False)["method"] == "trace"
     extra = {"lightning_seg.json": ""}
     loaded = torch.jit.load(str(path), _extra_files=extra)
-    assert json.loads(json.loads(extra["lightning_seg.json"])["mean"]) == SETTINGS["mean"]
+    assert json.loads(json.loads(extra["lightning_seg.json"])["mean"]) == [0.5] * 3
     generator = torch.Generator().manual_seed(2)
     for size in SIZES:
         for batch in BATCHES:
@@ -166,6 +163,9 @@ def test_export_command(
         assert json.loads(metadata["class_names"]) == ["lesion"]
         assert json.loads(metadata["image_size"]) == [32, 32]
         assert json.loads(metadata["mean"]) == [0.5, 0.5, 0.5]
+        # The whole preprocessing of the checkpoint, as predict reads it.
+        stored = Preprocessing.from_dict(json.loads(metadata["preprocessing"]))
+        assert stored == load_task(checkpoint)[1]["preprocessing"]
 
 
 def test_export_command_refuses_an_unsafe_checkpoint(tmp_path: Path) -> None:

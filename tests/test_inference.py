@@ -23,6 +23,7 @@ from lightning_seg.inference import (
     predict_command,
     write_png_atomic,
 )
+from lightning_seg.preprocessing import Preprocessing
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -70,29 +71,40 @@ def leftovers(folder: Path) -> list[Path]:
 # ----------------------------------------------------------------------------- settings
 def test_settings_come_from_the_checkpoint(binary_ckpt: Path) -> None:
     settings = inference_settings(load_checkpoint(binary_ckpt), binary_ckpt)
-    assert settings["mean"] == [0.5] * 3 and settings["std"] == [0.25] * 3  # synthetic data
-    assert settings["image_size"] == [32, 32]
+    preprocessing = settings["preprocessing"]
+    assert preprocessing.mean == (0.5,) * 3 and preprocessing.std == (0.25,) * 3  # synthetic
+    assert preprocessing.image_size == (32, 32) and preprocessing.channels == 3
     assert settings["num_classes"] == 1 and settings["class_names"] == ["lesion"]
-    assert settings["tiled"] is False  # synthetic images are whole images, not tiles
+    assert preprocessing.tiled is False  # synthetic images are whole images, not tiles
+    assert set(settings["sources"].values()) == {"checkpoint"}
 
 
-def test_settings_fall_back_without_the_lightning_seg_entry(tmp_path: Path) -> None:
+def test_settings_fall_back_to_defaults_and_say_so(tmp_path: Path) -> None:
     hparams = {"num_classes": 4, "in_channels": 1}
     settings = inference_settings({"hyper_parameters": hparams}, tmp_path / "x.ckpt")
-    assert (settings["mean"], settings["std"]) == ([0.5], [0.25])
-    assert settings["image_size"] == [256, 256] and settings["tiled"] is None
-    assert settings["sources"]["normalisation"].startswith("default")
-    # A run folder's config.yaml says which datamodule (and so which statistics) trained it.
-    run = tmp_path / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    (run / "config.yaml").write_text(
-        "data:\n  class_path: lightning_seg.data.SandstoneDataModule\n"
-        "  init_args:\n    image_size: [128, 96]\n"
-    )
-    settings = inference_settings({"hyper_parameters": hparams}, run / "checkpoints" / "a.ckpt")
-    assert settings["image_size"] == [128, 96] and settings["tiled"] is True
+    preprocessing = settings["preprocessing"]
+    assert (preprocessing.mean, preprocessing.std) == ((0.5,), (0.25,))
+    assert preprocessing.image_size == (256, 256) and preprocessing.tiled is None
+    assert settings["sources"] == {"normalisation": "default (grey)", "image_size": "default"}
     rgb = inference_settings({"hyper_parameters": {"in_channels": 3}}, tmp_path / "y.ckpt")
-    assert rgb["mean"] == [0.485, 0.456, 0.406]
+    assert rgb["preprocessing"].mean == (0.485, 0.456, 0.406)
+
+
+def test_settings_read_the_flat_entry_of_older_checkpoints(tmp_path: Path) -> None:
+    older = {"mean": [0.5], "std": [0.25], "image_size": [128, 96], "in_channels": 1,
+             "class_names": ["a", "b"], "tiled": True}  # fmt: skip
+    ckpt = {"hyper_parameters": {"num_classes": 2}, "lightning_seg": older}
+    settings = inference_settings(ckpt, tmp_path / "old.ckpt")
+    preprocessing = settings["preprocessing"]
+    assert preprocessing.image_size == (128, 96) and preprocessing.tiled is True
+    assert preprocessing.channels == 1 and settings["class_names"] == ["a", "b"]
+
+
+def test_a_preprocessing_entry_that_does_not_fit_is_one_line(tmp_path: Path) -> None:
+    ckpt = {"hyper_parameters": {}, "lightning_seg": {"preprocessing": {
+        "mean": [0.5, 0.5], "std": [0.25, 0.25], "channels": 3}}}  # fmt: skip
+    with pytest.raises(ConfigurationError, match=r"bad.ckpt: bad preprocessing entry .*3 input"):
+        inference_settings(ckpt, tmp_path / "bad.ckpt")
 
 
 # ----------------------------------------------------------------------------- predict command
@@ -196,15 +208,8 @@ class Constant(nn.Module):
 
 
 def settings_for(num_classes: int = 1, size: tuple[int, int] = (32, 32), tiled=None) -> dict:
-    return {
-        "mean": [0.5] * 3,
-        "std": [0.25] * 3,
-        "image_size": list(size),
-        "in_channels": 3,
-        "num_classes": num_classes,
-        "threshold": 0.5,
-        "tiled": tiled,
-    }
+    preprocessing = Preprocessing(image_size=size, tiled=tiled, mean=(0.5,), std=(0.25,))
+    return {"preprocessing": preprocessing, "num_classes": num_classes, "threshold": 0.5}
 
 
 def smooth_image(height: int, width: int) -> np.ndarray:

@@ -37,6 +37,7 @@ class OfflineRun:
     summary: dict[str, Any] = field(default_factory=dict)
     name: str = ""
     run_id: str = ""
+    group: str = ""
 
     def metric(self, key: str) -> list[Any]:
         """Every logged value of ``key``, in order."""
@@ -100,6 +101,7 @@ def read_offline_run(path: str | Path, timeout: float = 60.0) -> OfflineRun:
             run.summary.update(_items(record.summary.update))
         elif kind == "run":
             run.name, run.run_id = record.run.display_name, record.run.run_id
+            run.group = record.run.run_group
     return run
 
 

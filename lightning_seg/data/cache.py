@@ -2,6 +2,10 @@
 into NumPy ``.npy`` files that all DataLoader workers memory-map, so the operating system's page
 cache shares one copy and no epoch decodes a PNG or BMP again.
 
+:class:`SplitSource` says what a split's arrays are made of (its pairs, how their masks are
+coded, the :class:`~lightning_seg.preprocessing.Preprocessing` that shapes them);
+:func:`decoded` returns them, from the cache or built on first use.
+
 A cache folder is named by a fingerprint of the files (path, size, modification time) and of the
 settings that shape the arrays (size, tiling, channels, mask decoding), so a changed file or a new
 size builds a new cache and a stale one is never read. Folders are written under a temporary name
@@ -12,18 +16,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-# Where cache folders live (shared with converted weights); callers use cache.default_cache_dir.
-from lightning_seg.paths import default_cache_dir  # noqa: F401
+from lightning_seg.data.io import DataError, image_size, read_image
+from lightning_seg.data.masks import MaskDecoder, MaskReport, read_mask, summarize_reports
+from lightning_seg.data.pairs import Pair
+from lightning_seg.errors import ConfigurationError
+
+# Where cache folders live (shared with converted weights).
+from lightning_seg.paths import default_cache_dir
+from lightning_seg.preprocessing import Preprocessing
+
+log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 
@@ -137,3 +150,94 @@ def weight_maps(folder: Path, masks: np.ndarray, compute: Any, key: str) -> np.n
             Path(tmp).unlink(missing_ok=True)
             raise
     return np.load(path, mmap_mode="r")
+
+
+# ---------------------------------------------------------------------- decoding pairs
+def decode_pair(
+    pair: Pair, channels: int, decoder: MaskDecoder
+) -> tuple[np.ndarray, np.ndarray, MaskReport]:
+    """Decode and check one pair: readable files, same size, expected mask values."""
+    image = read_image(pair.image, channels=channels)
+    mask, report = read_mask(pair.mask, decoder)
+    if image.shape[:2] != mask.shape:
+        raise DataError(
+            pair.mask,
+            f"mask is {mask.shape[1]}x{mask.shape[0]} but its image {pair.image.name} is "
+            f"{image.shape[1]}x{image.shape[0]}",
+        )
+    return image, mask, report
+
+
+@dataclass
+class SplitSource:
+    """What one split's decoded arrays are made of, and how files that fail are handled."""
+
+    dataset: str
+    split: str
+    pairs: list[Pair]
+    preprocessing: Preprocessing
+    decoder_for: Callable[[Pair], MaskDecoder]
+    skip_invalid: bool = False
+
+    def decode(self, pair: Pair) -> tuple[np.ndarray, np.ndarray, MaskReport]:
+        return decode_pair(pair, self.preprocessing.channels, self.decoder_for(pair))
+
+    def count_pieces(self, pair: Pair) -> int:
+        """Samples of one pair (tiles read the image size from the header alone)."""
+        if not self.preprocessing.tiled:
+            return 1
+        try:
+            return self.preprocessing.count_pieces(image_size(pair.image))
+        except DataError:
+            return 0  # decoding reports it
+
+    def folder(self) -> Path:
+        """The cache folder: named by the files and by every setting that shapes the arrays."""
+        settings = {
+            "dataset": self.dataset,
+            "split": self.split,
+            **self.preprocessing.array_key(),
+            "masks": sorted({repr(self.decoder_for(pair)) for pair in self.pairs}),
+            "skip_invalid": self.skip_invalid,
+        }
+        files = [path for pair in self.pairs for path in (pair.image, pair.mask)]
+        key = fingerprint(files, settings)
+        return default_cache_dir() / f"{self.dataset}-{self.split}-{key}"
+
+    def samples(
+        self, reports: list[MaskReport], problems: list[DataError]
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, str]]:
+        """Every sample of the split; with ``skip_invalid`` bad pairs go to ``problems``."""
+        for pair in self.pairs:
+            try:
+                image, mask, report = self.decode(pair)
+            except DataError as error:
+                if not self.skip_invalid:
+                    raise
+                problems.append(error)
+                continue
+            reports.append(report)
+            for image_piece, mask_piece, suffix in self.preprocessing.pieces(image, mask):
+                yield image_piece, mask_piece, f"{pair.image}{suffix}"
+
+
+def decoded(
+    source: SplitSource, report_problems: Callable[[list[DataError]], None]
+) -> DecodedArrays:
+    """The split's decoded arrays, from the cache (built on first use); skipped files go to
+    ``report_problems`` and JPEG-snapped mask pixels to one warning line."""
+    folder = source.folder()
+    if (folder / "meta.json").exists():
+        return load(folder)
+    reports: list[MaskReport] = []
+    problems: list[DataError] = []
+    capacity = sum(source.count_pieces(pair) for pair in source.pairs)
+    shape = (*source.preprocessing.image_size, source.preprocessing.channels)
+    samples = source.samples(reports, problems)
+    arrays = build(folder, capacity, shape, samples, {"split": source.split})
+    report_problems(problems)
+    if note := summarize_reports(reports):
+        log.warning("%s %s: %s", source.dataset, source.split, note)
+    if len(arrays) == 0:
+        raise ConfigurationError(f"{source.dataset} {source.split}: no valid image/mask pairs left")
+    return arrays

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightning_seg.data.base import FileDataModule, Pair
+from lightning_seg.data.files import FileDataModule, Pair
 from lightning_seg.data.io import DataError
 from lightning_seg.data.masks import IndexMask, MaskDecoder
 from lightning_seg.data.transforms import SCENE_TRAIN

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lightning_seg.data.base import FileDataModule, Pair
+from lightning_seg.data.files import FileDataModule, Pair
 from lightning_seg.data.io import DataError
 from lightning_seg.data.masks import BinaryMask, MaskDecoder
 from lightning_seg.data.splits import grouped_split

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from lightning_seg.data.base import FileDataModule, SegmentationDataModule
+from lightning_seg.data.base import SegmentationDataModule
+from lightning_seg.data.files import FileDataModule
 from lightning_seg.data.io import DataError
 from lightning_seg.data.masks import MaskReport, summarize_reports
 from lightning_seg.errors import ConfigurationError

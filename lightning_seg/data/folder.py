@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lightning_seg.data.base import FileDataModule, Pair
+from lightning_seg.data.files import FileDataModule, Pair
 from lightning_seg.data.io import DataError
 from lightning_seg.data.masks import MaskDecoder, build_mask_decoder
 from lightning_seg.data.splits import random_split
@@ -55,6 +55,7 @@ class FolderDataModule(FileDataModule):
         split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
         **kwargs: Any,
     ) -> None:
+        self.in_channels = in_channels  # before the base builds the preprocessing for it
         super().__init__(**kwargs)
         self.images_dir, self.masks_dir = images_dir, masks_dir
         self.image_suffix, self.mask_suffix = image_suffix.lower(), mask_suffix
@@ -66,13 +67,7 @@ class FolderDataModule(FileDataModule):
             raise ConfigurationError(
                 f"class_names has {len(names)} names for num_classes={num_classes}"
             )
-        self.class_names, self.ignore_index, self.in_channels = (
-            list(names),
-            ignore_index,
-            in_channels,
-        )
-        if in_channels == 1 and not self.explicit_normalization:
-            self.mean, self.std = (0.5,), (0.25,)
+        self.class_names, self.ignore_index = list(names), ignore_index
         self.split_fractions = tuple(split_fractions)
 
     @property

@@ -19,8 +19,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from lightning_seg.data.base import FileDataModule, Pair
 from lightning_seg.data.download import prepare_dataset
+from lightning_seg.data.files import FileDataModule, Pair
 from lightning_seg.data.io import DataError
 from lightning_seg.data.masks import BinaryMask, MaskDecoder
 from lightning_seg.data.splits import stratified_split

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightning_seg.data.base import FileDataModule, Pair
+from lightning_seg.data.files import FileDataModule, Pair
 from lightning_seg.data.io import DataError
 from lightning_seg.data.masks import GreyMask, MaskDecoder, PaletteMask
 from lightning_seg.data.splits import random_split
@@ -35,15 +35,14 @@ class SandstoneDataModule(FileDataModule):
     """
 
     folder = "sandstone"
+    tiled = True
+    num_classes, in_channels = 4, 1
 
     def __init__(
         self, split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
-        self.num_classes, self.class_names, self.in_channels = 4, list(CLASS_NAMES), 1
-        self.tile = True
-        if not self.explicit_normalization:
-            self.mean, self.std = (0.5,), (0.25,)
+        self.class_names = list(CLASS_NAMES)
         self.split_fractions = tuple(split_fractions)
 
     @property

@@ -14,9 +14,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from lightning_seg.data.base import ArrayDataset, SegmentationDataModule
+from lightning_seg.data.base import SegmentationDataModule
+from lightning_seg.data.datasets import ArrayDataset
 from lightning_seg.data.transforms import TransformSpec, build_transform
 from lightning_seg.errors import ConfigurationError
+from lightning_seg.preprocessing import Preprocessing
 
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
@@ -167,11 +169,7 @@ class SyntheticDataModule(SegmentationDataModule):
         self.seed = seed
         self.train_transform = build_transform(train_transforms)
         # The scenes' own statistics; a pretrained encoder replaces them with its own.
-        self.mean: tuple[float, ...] = (0.5,) * 3
-        self.std: tuple[float, ...] = (0.25,) * 3
-
-    def inference_settings(self) -> dict:
-        return {**super().inference_settings(), "image_size": [self.size, self.size]}
+        self.preprocessing = Preprocessing(image_size=(size, size), mean=(0.5,), std=(0.25,))
 
     def build_dataset(self, split: str) -> ArrayDataset:
         images, masks = generate(
@@ -180,4 +178,4 @@ class SyntheticDataModule(SegmentationDataModule):
         pixels = np.round(images.transpose(0, 2, 3, 1) * 255).astype(np.uint8)
         weights = np.stack([self.weight_map_of(m) for m in masks]) if self.weight_map else None
         transform = self.train_transform if split == "train" else None
-        return ArrayDataset(pixels, masks, weights, transform, self.mean, self.std)
+        return ArrayDataset(pixels, masks, weights, transform, self.preprocessing)

@@ -8,7 +8,8 @@ A pipeline is a list of albumentations transforms by class name with their argum
       - {name: ColorJitter, brightness: 0.2, contrast: 0.2, p: 0.5}
 
 Images arrive already decoded and resized by the cache, so pipelines only augment; normalisation
-and the conversion to tensors happen after them (:func:`to_tensors`).
+and the conversion to tensors happen after them (:func:`to_tensors`, with the datamodule's
+:class:`~lightning_seg.preprocessing.Preprocessing`).
 """
 
 from __future__ import annotations
@@ -21,11 +22,9 @@ import numpy as np
 import torch
 
 from lightning_seg.errors import ConfigurationError
+from lightning_seg.preprocessing import Preprocessing
 
 TransformSpec = list[dict[str, Any]]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Flips and right-angle rotations keep every pixel; safe for dermoscopy, micro-CT and microscopy.
 DEFAULT_TRAIN: TransformSpec = [
@@ -68,17 +67,12 @@ def build_transform(spec: TransformSpec | None) -> A.Compose | None:
 def to_tensors(
     image: np.ndarray,
     mask: np.ndarray,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
+    preprocessing: Preprocessing,
     weight: np.ndarray | None = None,
 ) -> dict[str, torch.Tensor]:
     """Normalise an H x W x C uint8 image to C x H x W float, and the mask to int64 class ids."""
-    scale = np.float32(1 / 255)
-    mean_arr = np.asarray(mean, np.float32)
-    std_arr = np.asarray(std, np.float32)
-    pixels = (image.astype(np.float32) * scale - mean_arr) / std_arr
     sample = {
-        "image": torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))),
+        "image": torch.from_numpy(preprocessing.normalize(image)),
         "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.int64)),
     }
     if weight is not None:

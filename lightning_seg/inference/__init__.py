@@ -1,9 +1,10 @@
 """Prediction on new images with a trained checkpoint: ``lightning-seg predict`` and Predictor.
 
 A network only works on images prepared as in training, so everything here follows from what the
-checkpoint says about its training data (:func:`inference_settings`): the normalisation, the
-training image size, and whether training saw whole images resized to that size or tiles cut at
-full resolution. Each image then reaches the network in one of two ways:
+checkpoint says about its training data (:func:`inference_settings`, its
+:class:`~lightning_seg.preprocessing.Preprocessing`): the normalisation, the training image size,
+and whether training saw whole images resized to that size or tiles cut at full resolution.
+Each image then reaches the network in one of two ways:
 
 - **resize** (whole images): resized to the training size as the training cache did (area when
   shrinking, bilinear when enlarging), predicted, and the *probabilities* upsampled bilinearly to
@@ -21,8 +22,7 @@ skipped, listed at the end, and make the command exit with status 1.
 
 from lightning_seg.inference.checkpoints import (
     DEFAULT_IMAGE_SIZE,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
+    checkpoint_preprocessing,
     inference_settings,
     load_checkpoint,
     load_task,
@@ -42,12 +42,11 @@ from lightning_seg.inference.writing import (
 
 __all__ = [
     "DEFAULT_IMAGE_SIZE",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "PredictReport",
     "Predictor",
     "add_checkpoint_argument",
     "blending_window",
+    "checkpoint_preprocessing",
     "inference_settings",
     "load_checkpoint",
     "load_task",

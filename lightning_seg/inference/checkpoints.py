@@ -1,5 +1,6 @@
-"""Checkpoints for inference: safe loading, the settings a checkpoint implies about its training
-data (normalisation, size, tiling, threshold, post-processing), and the task rebuilt from it."""
+"""Checkpoints for inference: safe loading, the settings a checkpoint carries about its training
+data (its :class:`~lightning_seg.preprocessing.Preprocessing`, threshold, post-processing), and
+the task rebuilt from it."""
 
 from __future__ import annotations
 
@@ -12,29 +13,14 @@ from typing import TYPE_CHECKING, Any
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations' import phones home
 
 import torch
-import yaml
 
 from lightning_seg.errors import ConfigurationError
+from lightning_seg.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
     from lightning_seg.task import SegmentationTask
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-GREY_MEAN, GREY_STD = (0.5,), (0.25,)
 DEFAULT_IMAGE_SIZE = (256, 256)
-
-# What older checkpoints (without the ``lightning_seg`` entry) leave out, by the datamodule named
-# in the run's config.yaml: the normalisation its datasets used, its default image size, and
-# whether it trained on tiles at full resolution (True) or whole images resized (False).
-DATAMODULE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "SyntheticDataModule": {"mean": (0.5,) * 3, "std": (0.25,) * 3, "tiled": False},
-    "SandstoneDataModule": {"mean": GREY_MEAN, "std": GREY_STD, "tiled": True},
-    "CarvanaDataModule": {"image_size": (320, 480), "tiled": False},
-    "CamVidDataModule": {"image_size": (352, 480), "tiled": False},
-    "PH2DataModule": {"tiled": False},
-    "FolderDataModule": {"tiled": False},
-}
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -69,102 +55,53 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return checkpoint
 
 
-def _run_config(ckpt_path: Path) -> dict[str, Any]:
-    """The ``data`` section of ``config.yaml`` of the run that wrote the checkpoint, if any.
+def checkpoint_preprocessing(
+    ckpt: dict[str, Any], ckpt_path: str | os.PathLike[str]
+) -> tuple[Preprocessing, dict[str, str]]:
+    """The :class:`Preprocessing` a checkpoint was trained with, and where each part came from.
 
-    The CLI writes checkpoints to ``runs/<exp>/<id>/checkpoints/`` and the config beside that
-    folder; a checkpoint copied elsewhere has none, which is fine.
+    Checkpoints written by ``fit`` store it (``lightning_seg.preprocessing``; older ones a flat
+    entry of the same fields). A checkpoint from elsewhere gets the defaults for its channels
+    (ImageNet statistics for RGB, 0.5 / 0.25 for grey; 256 x 256; tiling unknown), and
+    ``sources`` says so, so a caller can warn that they are a guess.
     """
-    for folder in (ckpt_path.parent, ckpt_path.parent.parent):
-        config = folder / "config.yaml"
-        if config.is_file():
-            try:
-                data = (yaml.safe_load(config.read_text()) or {}).get("data") or {}
-            except (yaml.YAMLError, OSError, AttributeError):
-                return {}
-            return data if isinstance(data, dict) else {}
-    return {}
-
-
-def _size_pair(value: Any) -> tuple[int, int] | None:
-    """(height, width) from an int side or a two-element sequence; None if it is neither."""
-    if isinstance(value, int) and value > 0:
-        return (value, value)
-    if isinstance(value, list | tuple) and len(value) == 2 and all(int(v) > 0 for v in value):
-        return (int(value[0]), int(value[1]))
-    return None
+    stored = ckpt.get("lightning_seg") or {}
+    entry = dict(stored.get("preprocessing") or stored)
+    hparams = ckpt.get("hyper_parameters") or {}
+    entry.setdefault("channels", entry.get("in_channels") or hparams.get("in_channels") or 3)
+    grey = int(entry["channels"]) == 1
+    sources = {
+        "normalisation": "checkpoint"
+        if "mean" in entry and "std" in entry
+        else "default (" + ("grey" if grey else "ImageNet") + ")",
+        "image_size": "checkpoint" if entry.get("image_size") else "default",
+    }
+    entry.setdefault("image_size", DEFAULT_IMAGE_SIZE)
+    try:
+        return Preprocessing.from_dict(entry), sources
+    except (ConfigurationError, TypeError, ValueError) as error:
+        raise ConfigurationError(f"{ckpt_path}: bad preprocessing entry ({error})") from None
 
 
 def inference_settings(ckpt: dict[str, Any], ckpt_path: str | os.PathLike[str]) -> dict[str, Any]:
     """How images must be prepared for this checkpoint, and what its outputs mean.
 
-    Read, in order of trust, from the checkpoint's ``lightning_seg`` entry (written at training
-    time: ``mean``, ``std``, ``image_size``, ``in_channels``, ``class_names``, optionally
-    ``tiled``), its hyper-parameters, the run's ``config.yaml`` (``data.class_path`` and
-    ``data.init_args``), and last the defaults: ImageNet statistics for 3 channels, (0.5,) /
-    (0.25,) for grey, 256 x 256. ``sources`` says where each came from, so a caller can warn
-    when it is a guess.
-
-    Returns a dict with ``mean``, ``std`` (per channel, on pixels scaled to 0..1),
-    ``image_size`` [h, w], ``in_channels``, ``num_classes``, ``class_names``, ``threshold``
-    and ``postprocess`` (binary), ``tiled`` (True: trained on full-resolution tiles; False: on
-    whole images resized to ``image_size``; None: unknown), ``model`` and ``sources``.
+    Returns a dict with ``preprocessing`` (:class:`Preprocessing`), ``num_classes``,
+    ``class_names``, ``threshold`` and ``postprocess`` (binary), ``model`` and ``sources``
+    (where the preprocessing came from: ``checkpoint`` or a default).
     """
     hparams = ckpt.get("hyper_parameters") or {}
-    stored = ckpt.get("lightning_seg") or {}
-    data = _run_config(Path(ckpt_path))
-    class_name = str(data.get("class_path") or "").rsplit(".", 1)[-1]
-    init_args = data.get("init_args") or {}
-    known = DATAMODULE_DEFAULTS.get(class_name, {})
-    sources: dict[str, str] = {}
-
-    in_channels = int(stored.get("in_channels") or hparams.get("in_channels") or 3)
-    if "mean" in stored and "std" in stored:
-        mean, std = stored["mean"], stored["std"]
-        sources["normalisation"] = "checkpoint"
-    elif "mean" in known:
-        mean, std = known["mean"], known["std"]
-        sources["normalisation"] = f"defaults of {class_name} (run config)"
-    else:
-        grey = in_channels == 1
-        mean, std = (GREY_MEAN, GREY_STD) if grey else (IMAGENET_MEAN, IMAGENET_STD)
-        sources["normalisation"] = "default (" + ("grey" if grey else "ImageNet") + ")"
-    mean, std = [float(m) for m in mean], [float(s) for s in std]
-    if len(mean) == 1 and in_channels > 1:
-        mean, std = mean * in_channels, std * in_channels
-    if len(mean) != in_channels or len(std) != in_channels or min(std) <= 0:
-        raise ConfigurationError(
-            f"{ckpt_path}: normalisation mean {mean} / std {std} does not fit "
-            f"{in_channels} input channels"
-        )
-
-    size = _size_pair(stored.get("image_size"))
-    sources["image_size"] = "checkpoint"
-    if size is None:
-        size = _size_pair(init_args.get("image_size")) or _size_pair(init_args.get("size"))
-        sources["image_size"] = "run config"
-    if size is None and "image_size" in known:
-        size = known["image_size"]
-        sources["image_size"] = f"defaults of {class_name}"
-    if size is None:
-        size = DEFAULT_IMAGE_SIZE
-        sources["image_size"] = "default"
-
-    tiled = stored.get("tiled", known.get("tiled"))
+    preprocessing, sources = checkpoint_preprocessing(ckpt, ckpt_path)
     num_classes = int(hparams.get("num_classes", 1))
-    names = stored.get("class_names") or hparams.get("class_names")
+    names = (ckpt.get("lightning_seg") or {}).get("class_names") or hparams.get("class_names")
     if not names:
         names = ["foreground"] if num_classes == 1 else [f"class_{i}" for i in range(num_classes)]
     return {
-        "mean": mean,
-        "std": std,
-        "image_size": [int(size[0]), int(size[1])],
-        "in_channels": in_channels,
+        "preprocessing": preprocessing,
         "num_classes": num_classes,
         "class_names": [str(n) for n in names],
         "threshold": float(hparams.get("threshold", 0.5)),
         "postprocess": str(hparams.get("postprocess", "none")),
-        "tiled": None if tiled is None else bool(tiled),
         "model": str(hparams.get("model", "")),
         "sources": sources,
     }

@@ -88,14 +88,16 @@ def predict_parser() -> argparse.ArgumentParser:
 
 
 def _notices(settings: dict[str, Any]) -> Iterator[str]:
-    sources = settings["sources"]
+    sources, preprocessing = settings["sources"], settings["preprocessing"]
     if sources["normalisation"].startswith("default"):
         yield (
             f"note: the checkpoint does not record its normalisation; using "
-            f"{sources['normalisation']} mean {settings['mean']} / std {settings['std']}"
+            f"{sources['normalisation']} mean {list(preprocessing.mean)} / std "
+            f"{list(preprocessing.std)}"
         )
     if sources["image_size"] == "default":
-        yield f"note: the checkpoint does not record its image size; using {settings['image_size']}"
+        size = list(preprocessing.image_size)
+        yield f"note: the checkpoint does not record its image size; using {size}"
 
 
 def predict_command(argv: list[str]) -> int:

@@ -5,32 +5,29 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations' import phones home
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_seg.errors import ConfigurationError
-from lightning_seg.inference.checkpoints import DEFAULT_IMAGE_SIZE, load_task, resolve_device
+from lightning_seg.inference.checkpoints import load_task, resolve_device
 from lightning_seg.inference.windows import RESIZE_LIMIT, blending_window, tile_starts
 from lightning_seg.postprocess import postprocess_labels
+from lightning_seg.preprocessing import Preprocessing
 from lightning_seg.tta import TTA_FLIPS, flip_averaged
 
-if TYPE_CHECKING:
-    pass
 
-
-class Predictor:
-    """Predicts probabilities and masks for whole images of any size with a trained checkpoint.
+@dataclass(frozen=True)
+class PredictOptions:
+    """How a :class:`Predictor` predicts (the checkpoint says how images are prepared).
 
     Args:
-        ckpt_path: a lightning_seg checkpoint (loaded with ``weights_only=True``).
-        device: ``auto`` (CUDA if available, else CPU) or a torch device.
         tta: test-time augmentation: ``none``, ``hflip``, ``vflip`` or ``flips`` (identity,
             horizontal, vertical and both), averaged in probability space.
         sliding_window: True: always tiles at full resolution; False: always resize to the
@@ -41,26 +38,50 @@ class Predictor:
         overlap: fraction of a tile that neighbouring tiles share, in [0, 1).
         batch_size: tiles per forward pass.
         threshold: binary foreground threshold; the checkpoint's (possibly tuned) by default.
+    """
 
+    tta: str = "none"
+    sliding_window: bool | None = None
+    tile: Sequence[int] | None = None
+    overlap: float = 0.5
+    batch_size: int = 4
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.tta not in TTA_FLIPS:
+            raise ConfigurationError(
+                f"unknown tta {self.tta!r}; choose one of {', '.join(TTA_FLIPS)}"
+            )
+        if not 0.0 <= self.overlap < 1.0:
+            raise ConfigurationError(f"overlap must be in [0, 1), not {self.overlap}")
+        if self.batch_size < 1:
+            raise ConfigurationError(f"batch size must be at least 1, not {self.batch_size}")
+        if self.tile is not None and (len(self.tile) != 2 or min(self.tile) < 1):
+            raise ConfigurationError(f"tile must be two positive sizes (H W), not {self.tile}")
+
+
+class Predictor:
+    """Predicts probabilities and masks for whole images of any size with a trained checkpoint.
+
+    Args:
+        ckpt_path: a lightning_seg checkpoint (loaded with ``weights_only=True``).
+        device: ``auto`` (CUDA if available, else CPU) or a torch device.
+        **options: the fields of :class:`PredictOptions` (``tta``, ``sliding_window``, ``tile``,
+            ``overlap``, ``batch_size``, ``threshold``).
+
+    Images are prepared with the checkpoint's :class:`~lightning_seg.preprocessing.Preprocessing`
+    (channels, size or tiles, normalisation), exactly as training prepared them.
     ``predict_probabilities(image)`` returns C x H x W float32 (C = 1 foreground probability for
     binary, else the softmax over classes); ``predict_mask(image)`` returns H x W class ids
     (0/1 for binary), uint8. Images are H x W x C (or H x W) uint8 arrays.
     """
 
     def __init__(
-        self,
-        ckpt_path: str | os.PathLike[str],
-        device: str | torch.device = "auto",
-        tta: str = "none",
-        sliding_window: bool | None = None,
-        tile: Sequence[int] | None = None,
-        overlap: float = 0.5,
-        batch_size: int = 4,
-        threshold: float | None = None,
+        self, ckpt_path: str | os.PathLike[str], device: str | torch.device = "auto", **options: Any
     ) -> None:
         self.device = resolve_device(device)
         task, settings = load_task(ckpt_path, self.device)
-        self._configure(task, settings, tta, sliding_window, tile, overlap, batch_size, threshold)
+        self._configure(task, settings, PredictOptions(**options))
 
     @classmethod
     def from_checkpoint(cls, ckpt_path: str | os.PathLike[str], **options: Any) -> Predictor:
@@ -73,12 +94,7 @@ class Predictor:
         network: nn.Module,
         settings: dict[str, Any],
         device: str | torch.device = "cpu",
-        tta: str = "none",
-        sliding_window: bool | None = None,
-        tile: Sequence[int] | None = None,
-        overlap: float = 0.5,
-        batch_size: int = 4,
-        threshold: float | None = None,
+        **options: Any,
     ) -> Predictor:
         """A predictor around any module mapping normalised N x C x H x W images to logits, with
         :func:`inference_settings`-like ``settings`` (for stand-ins in tests, or networks loaded
@@ -86,47 +102,28 @@ class Predictor:
         predictor = cls.__new__(cls)
         predictor.device = resolve_device(device)
         network = network.eval().to(predictor.device)
-        predictor._configure(
-            network, settings, tta, sliding_window, tile, overlap, batch_size, threshold
-        )
+        predictor._configure(network, settings, PredictOptions(**options))
         return predictor
 
     def _configure(
-        self,
-        network: nn.Module,
-        settings: dict[str, Any],
-        tta: str,
-        sliding_window: bool | None,
-        tile: Sequence[int] | None,
-        overlap: float,
-        batch_size: int,
-        threshold: float | None,
+        self, network: nn.Module, settings: dict[str, Any], options: PredictOptions
     ) -> None:
-        if tta not in TTA_FLIPS:
-            raise ConfigurationError(f"unknown tta {tta!r}; choose one of {', '.join(TTA_FLIPS)}")
-        if not 0.0 <= overlap < 1.0:
-            raise ConfigurationError(f"overlap must be in [0, 1), not {overlap}")
-        if batch_size < 1:
-            raise ConfigurationError(f"batch size must be at least 1, not {batch_size}")
         self.network = network
         self.settings = settings
+        self.options = options
+        self.preprocessing: Preprocessing = settings["preprocessing"]
         self.num_classes = int(settings.get("num_classes", 1))
-        self.in_channels = int(settings.get("in_channels", 3))
-        self.image_size = tuple(int(s) for s in settings.get("image_size", DEFAULT_IMAGE_SIZE))
-        self.tile = tuple(int(s) for s in (tile or self.image_size))
-        if len(self.tile) != 2 or min(self.tile) < 1:
-            raise ConfigurationError(f"tile must be two positive sizes (H W), not {tile}")
-        self.overlap = float(overlap)
+        self.in_channels = self.preprocessing.channels
+        self.image_size = self.preprocessing.image_size
+        self.tile = tuple(int(s) for s in (options.tile or self.image_size))
+        self.overlap = float(options.overlap)
         self.steps = tuple(max(1, round(t * (1.0 - self.overlap))) for t in self.tile)
-        self.batch_size = int(batch_size)
-        self.tta = tta
-        self.flips = TTA_FLIPS[tta]  # the passes per image (benchmarks report them)
-        self.sliding_window = sliding_window
+        self.batch_size = int(options.batch_size)
+        self.tta = options.tta
+        self.flips = TTA_FLIPS[options.tta]  # the passes per image (benchmarks report them)
+        self.sliding_window = options.sliding_window
+        threshold = options.threshold
         self.threshold = float(settings.get("threshold", 0.5) if threshold is None else threshold)
-        channels = len(settings["mean"])
-        self._mean = torch.tensor(settings["mean"], dtype=torch.float32, device=self.device)
-        self._std = torch.tensor(settings["std"], dtype=torch.float32, device=self.device)
-        self._mean, self._std = self._mean.view(channels, 1, 1), self._std.view(channels, 1, 1)
         self._window = blending_window(*self.tile).to(self.device)
 
     @property
@@ -137,34 +134,15 @@ class Predictor:
         """Whether an image of ``size`` (height, width) goes through tiles rather than a resize."""
         if self.sliding_window is not None:
             return self.sliding_window
-        tiled = self.settings.get("tiled")
+        tiled = self.preprocessing.tiled
         if tiled is not None:
             return bool(tiled)
         return any(s > RESIZE_LIMIT * t for s, t in zip(size, self.image_size, strict=True))
 
     # ------------------------------------------------------------------------- core
-    def _channels(self, image: np.ndarray) -> np.ndarray:
-        """H x W x ``in_channels`` uint8 from H x W, H x W x 1, x 3 or x 4 (alpha dropped)."""
-        image = np.asarray(image)
-        if image.dtype != np.uint8:
-            raise ConfigurationError(f"images must be uint8 arrays, not {image.dtype}")
-        if image.ndim == 2:
-            image = image[:, :, None]
-        if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-            raise ConfigurationError(f"images must be H x W (x 1, 3 or 4), not {image.shape}")
-        if image.shape[2] == 4:
-            image = image[:, :, :3]
-        if image.shape[2] == self.in_channels:
-            return image
-        if self.in_channels == 1:
-            return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)[:, :, None]
-        return np.repeat(image, self.in_channels, axis=2)
-
     def _normalise(self, image: np.ndarray) -> Tensor:
-        """H x W x C uint8 -> 1 x C x H x W float, ``(pixel / 255 - mean) / std`` as training."""
-        pixels = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
-        pixels = pixels.permute(2, 0, 1).float().div_(255.0)
-        return ((pixels - self._mean) / self._std)[None]
+        """H x W x C uint8 -> 1 x C x H x W float on the device, normalised as in training."""
+        return torch.from_numpy(self.preprocessing.normalize(image)).to(self.device)[None]
 
     def _forward(self, batch: Tensor) -> Tensor:
         """Probabilities of a batch, averaged over the TTA flips (each flipped back first)."""
@@ -176,14 +154,8 @@ class Predictor:
 
     def _resized(self, image: np.ndarray) -> Tensor:
         height, width = image.shape[:2]
-        th, tw = self.image_size
-        small = image
-        if (height, width) != (th, tw):
-            shrink = height * width > th * tw
-            interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-            small = cv2.resize(image, (tw, th), interpolation=interpolation).reshape(th, tw, -1)
-        probs = self._forward(self._normalise(small))
-        if (height, width) != (th, tw):
+        probs = self._forward(self._normalise(self.preprocessing.resize(image)))
+        if (height, width) != self.image_size:
             probs = F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)
         return probs[0]
 
@@ -216,7 +188,7 @@ class Predictor:
     @torch.inference_mode()
     def probabilities(self, image: np.ndarray) -> Tensor:
         """Like :meth:`predict_probabilities`, as a tensor on the predictor's device."""
-        image = self._channels(image)
+        image = self.preprocessing.with_channels(image)
         if self.uses_sliding_window(image.shape[:2]):
             return self._sliding(image)
         return self._resized(image)

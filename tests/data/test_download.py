@@ -345,6 +345,100 @@ def test_unsafe_tar_is_rejected_before_writing(
     assert tree(tmp_path) == ["bad.tar.gz", "out"]
 
 
+def zip_with_links(path: Path, members: list[tuple[str, str | None, bytes]]) -> Path:
+    """A zip made on Unix; ``(name, symlink target or None, data)`` per member."""
+    with zipfile.ZipFile(path, "w") as zipped:
+        for name, target, data in members:
+            info = zipfile.ZipInfo(name)
+            mode = stat.S_IFLNK | 0o777 if target is not None else stat.S_IFREG | 0o644
+            info.create_system, info.external_attr = 3, mode << 16
+            zipped.writestr(info, data if target is None else target.encode())
+    return path
+
+
+@pytest.fixture
+def no_writes(monkeypatch) -> None:
+    """Fail the test if extraction writes anything: the members must be refused before that."""
+
+    def wrote(*args: object, **kwargs: object) -> None:
+        pytest.fail("an unsafe archive was written before all its members were checked")
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", wrote)
+    monkeypatch.setattr(zipfile.ZipFile, "extract", wrote)
+    monkeypatch.setattr(os, "symlink", wrote)
+
+
+@pytest.mark.parametrize(
+    "name,infos,member",
+    [
+        # `a` is the destination itself, so `a/b -> ..` is its parent.
+        ("dot.tar", [("a", "."), ("a/b", "..")], "a/b"),
+        ("dots.tar", [("a", "."), ("a/a/a/b", "../..")], "a/a/a/b"),
+        # `up` is a folder's parent (the destination); `sub/out` goes one further.
+        ("up.tar", [("sub/up", ".."), ("sub/out", "up/.."), ("sub/out/x.txt", None)], "sub/out"),
+        # `s/x` is inside until the later `s/y -> .` redirects it; then a file written through it.
+        ("later.tar", [("s/x", "y/../.."), ("s/y", "."), ("s/x/evil.txt", None)], "s/x/evil.txt"),
+        ("redirected.tar", [("s/x", "y/../.."), ("s/y", ".")], "s/x"),  # as the links end up
+        ("dot.zip", [("a", "."), ("a/b", ".."), ("a/b/evil.txt", None)], "a/b"),
+        ("later.zip", [("s/x", "y/../.."), ("s/y", "."), ("s/x/evil.txt", None)], "s/x/evil.txt"),
+    ],
+)
+def test_link_chains_are_refused_before_anything_is_written(
+    tmp_path: Path, no_writes: None, name: str, infos: list[tuple[str, str | None]], member: str
+):
+    """Each link looks harmless alone; followed in order, they lead out of the destination.
+
+    Checked by hand before extraction: tarfile's filter alone is bypassable before Python
+    3.11.13/3.12.11/3.13.4, and it only sees a member once the ones before it are written.
+    """
+    if name.endswith(".zip"):
+        archive = zip_with_links(tmp_path / name, [(n, t, b"evil") for n, t in infos])
+    else:
+        tar_infos = [
+            tar_info(n, tarfile.REGTYPE if t is None else tarfile.SYMTYPE, t or "")
+            for n, t in infos
+        ]
+        archive = make_tar(tmp_path / name, [(i, b"evil") for i in tar_infos], "w")
+    out = tmp_path / "out"
+    with pytest.raises(DownloadError) as error:
+        extract_archive(archive, out)
+    message = str(error.value)
+    assert message.startswith(f"unsafe archive {archive}: member {member!r} ")
+    assert message.endswith("; nothing was extracted") and "\n" not in message
+    assert tree(tmp_path) == [name]
+
+
+@pytest.mark.skipif("PC_PATH_MAX" not in os.pathconf_names, reason="needs POSIX PATH_MAX")
+def test_realpath_overflow_bypass_of_the_tar_filter_is_refused(tmp_path: Path):
+    """CVE-2025-4517: links whose expansion overflows PATH_MAX, which ``os.path.realpath`` then
+    stops resolving, so tarfile's filter (before 3.11.13/3.12.11/3.13.4) lets ``escape/new``
+    be written outside. Built after CPython's ``test_realpath_limit_attack``.
+    """
+    out = tmp_path / "out"
+    out.mkdir()
+    steps = "abcdefghijklmnop"
+    staging = len(str(out)) + len("/.extracting-12345678/")  # where extract_archive unpacks
+    component = "d" * ((os.pathconf(tmp_path, "PC_PATH_MAX") - staging) // (len(steps) + 1))
+    infos, path = [], ""
+    for step in steps:
+        infos += [tar_info(f"{path}{component}", tarfile.DIRTYPE)]
+        infos += [tar_info(f"{path}{step}", tarfile.SYMTYPE, component)]
+        path += f"{component}/"
+    linkpath = "/".join([*steps, "l" * 254])  # expands past PATH_MAX: realpath stops here
+    infos += [
+        tar_info(linkpath, tarfile.SYMTYPE, "/".join([".."] * len(steps))),  # the staging folder
+        tar_info("escape", tarfile.SYMTYPE, f"{linkpath}/../.."),  # its parent's parent
+        tar_info("escape/new.txt"),
+    ]
+    archive = make_tar(tmp_path / "overflow.tar", [(info, b"new") for info in infos], "w")
+    with pytest.raises(DownloadError) as error:
+        extract_archive(archive, out)
+    assert tree(tmp_path) == ["out", "overflow.tar"]  # filter alone, 3.11.7: "new.txt" here
+    message = str(error.value)
+    assert message.startswith(f"unsafe archive {archive}: member 'escape' is a symlink to ")
+    assert message.endswith("; nothing was extracted") and "\n" not in message
+
+
 def test_not_an_archive(tmp_path: Path):
     page = tmp_path / "data.zip"
     page.write_text("<!DOCTYPE html><html>Please log in</html>")

@@ -15,48 +15,7 @@ from lightning_seg.data import CarvanaDataModule, FolderDataModule
 from lightning_seg.data.io import DataError
 from lightning_seg.data.weight_maps import unet_weight_map
 from lightning_seg.errors import ConfigurationError
-
-PALETTE = [(0, 0, 0), (255, 0, 0), (0, 0, 255)]
-
-
-def scene(rng: np.random.Generator, h: int = 40, w: int = 60) -> tuple[np.ndarray, np.ndarray]:
-    """An RGB image and a 3-class mask of two rectangles."""
-    mask = np.zeros((h, w), np.uint8)
-    y, x = rng.integers(2, h // 2), rng.integers(2, w // 2)
-    mask[y : y + h // 3, x : x + w // 3] = 1
-    mask[h // 2 :, w // 2 : w // 2 + 8] = 2
-    image = (np.asarray(PALETTE, np.uint8)[mask] // 2 + rng.integers(0, 60, (h, w, 3))).astype(
-        np.uint8
-    )
-    return image, mask
-
-
-def make_folder(root: Path, n: int = 10, mask_format: str = "png") -> Path:
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for i in range(n):
-        image, mask = scene(rng)
-        Image.fromarray(image).save(root / "images" / f"case{i:02d}.jpg", quality=95)
-        colour = np.asarray(PALETTE, np.uint8)[mask]
-        if mask_format == "jpg":
-            Image.fromarray(colour).save(root / "masks" / f"case{i:02d}.jpg", quality=75)
-        else:
-            Image.fromarray(colour).save(root / "masks" / f"case{i:02d}.png")
-    return root
-
-
-def folder_dm(root: Path, **kwargs) -> FolderDataModule:
-    options = {
-        "root": str(root),
-        "masks": {"type": "palette", "colors": [list(c) for c in PALETTE]},
-        "num_classes": 3,
-        "image_size": 32,
-        "batch_size": 4,
-        "num_workers": 0,
-        "mask_suffix": ".png",
-    }
-    return FolderDataModule(**(options | kwargs))
+from tests.data.generated import folder_dm, make_folder, scene
 
 
 def make_carvana(root: Path, cars: int = 6, views: int = 4) -> Path:
@@ -99,10 +58,10 @@ def test_carvana_random_crop_for_training(tmp_path):
 def test_cache_is_built_once_and_rebuilt_when_a_file_changes(tmp_path, monkeypatch):
     root = make_folder(tmp_path / "d")
     calls = []
-    import lightning_seg.data.base as base
+    import lightning_seg.data.cache as cache
 
-    real = base.read_image
-    monkeypatch.setattr(base, "read_image", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    real = cache.read_image
+    monkeypatch.setattr(cache, "read_image", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     folder_dm(root).prepare_data()
     assert len(calls) == 10
     folder_dm(root).prepare_data()

@@ -1,0 +1,273 @@
+"""Datamodules of image and mask files on disk: pairing, seeded splits, checks with clear errors,
+the decode-once cache and the Albumentations pipelines, shared by every dataset file.
+
+A dataset file only says where its files are (:meth:`FileDataModule.find_pairs`), how its masks
+are coded and how to split them; decoding and the cache live in :mod:`lightning_seg.data.cache`,
+the torch datasets in :mod:`lightning_seg.data.datasets`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from lightning_seg.data import cache
+from lightning_seg.data.base import SegmentationDataModule, data_dir
+from lightning_seg.data.datasets import ArrayDataset, FileDataset
+from lightning_seg.data.io import DataError
+from lightning_seg.data.masks import MaskDecoder, MaskReport
+from lightning_seg.data.pairs import Pair, pair_files
+from lightning_seg.data.transforms import DEFAULT_TRAIN, TransformSpec, build_transform
+from lightning_seg.errors import ConfigurationError
+from lightning_seg.preprocessing import Interpolation, Preprocessing, default_normalization
+
+__all__ = ["FileDataModule", "Pair"]
+
+log = logging.getLogger(__name__)
+
+
+class FileDataModule(SegmentationDataModule):
+    """A dataset of image and mask files on disk.
+
+    Args:
+        root: dataset folder; default ``$LIGHTNING_SEG_DATA/<folder>`` (``./data/<folder>``).
+        image_size: (height, width) or one side that images are resized to once, when cached;
+            with ``tile: true`` the size of the tiles that large images are cut into instead.
+        batch_size, num_workers: DataLoader settings.
+        train_transforms, val_transforms, test_transforms: Albumentations pipelines (lists of
+            ``{name: Transform, ...args}``); None uses the dataset's defaults, ``[]`` none.
+        cache: decode every file once into memory-mapped arrays (``$LIGHTNING_SEG_CACHE`` or
+            ``~/.cache/lightning_seg``); False decodes on every access (slow; for comparison).
+        skip_invalid: skip unreadable or inconsistent pairs with a warning listing them,
+            instead of stopping at the first with an error.
+        seed: seed of the split (independent of the training seed).
+        mean, std: per-channel normalisation of pixels in [0, 1]; None: the dataset's default
+            (ImageNet's for RGB), or what a pretrained encoder was trained with (timm's
+            pretrained config, e.g. 0.5 / 0.5 for EfficientNet-Lite).
+        weight_map: ``{w0, sigma}``: add the U-Net boundary weight map of each mask as ``weight``.
+        interpolation: how images are resized (``auto``: area when shrinking, else bilinear).
+    """
+
+    folder: ClassVar[str] = ""
+    tiled: ClassVar[bool] = False  # True: cut full-resolution tiles of image_size, never resize
+    default_train_transforms: ClassVar[TransformSpec] = DEFAULT_TRAIN
+
+    def __init__(
+        self,
+        root: str | None = None,
+        image_size: int | tuple[int, int] = 256,
+        batch_size: int = 8,
+        num_workers: int = 2,
+        train_transforms: TransformSpec | None = None,
+        val_transforms: TransformSpec | None = None,
+        test_transforms: TransformSpec | None = None,
+        cache: bool = True,
+        skip_invalid: bool = False,
+        seed: int = 0,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
+        weight_map: dict[str, float] | None = None,
+        interpolation: Interpolation = "auto",
+    ) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers, weight_map=weight_map)
+        if (mean is None) != (std is None):
+            raise ConfigurationError("data: set both mean and std, or neither")
+        self.root = Path(root) if root else data_dir() / self.folder
+        default_mean, default_std = default_normalization(self.in_channels)
+        try:
+            self.preprocessing = Preprocessing(
+                image_size=image_size,  # type: ignore[arg-type]
+                tiled=self.tiled,
+                interpolation=interpolation,
+                mean=default_mean if mean is None else tuple(mean),
+                std=default_std if std is None else tuple(std),
+                channels=self.in_channels,
+            )
+        except ConfigurationError as error:
+            raise ConfigurationError(f"data.{error}") from None
+        self.explicit_normalization = mean is not None
+        self.transform_specs = {
+            "train": self.default_train() if train_transforms is None else train_transforms,
+            "val": val_transforms or [],
+            "test": test_transforms or [],
+        }
+        for spec in self.transform_specs.values():
+            build_transform(spec)  # fail at configuration time, not in a worker
+        self.cache = cache
+        self.skip_invalid = skip_invalid
+        self.seed = seed
+        self._splits: dict[str, list[Pair]] | None = None
+        self.skipped: list[str] = []
+
+    # ------------------------------------------------------------------ what subclasses provide
+    def default_train(self) -> TransformSpec:
+        """The dataset's default augmentation; right-angle rotations only for square images,
+        since they would swap height and width in a batch of rectangles."""
+        height, width = self.preprocessing.image_size
+        square = height == width
+        return [t for t in self.default_train_transforms
+                if square or t["name"] != "RandomRotate90"]  # fmt: skip
+
+    @property
+    def mask_decoder(self) -> MaskDecoder:
+        raise NotImplementedError
+
+    def mask_decoder_for(self, pair: Pair) -> MaskDecoder:
+        """How to read this pair's mask (one decoder for all, unless a dataset mixes codings)."""
+        return self.mask_decoder
+
+    def find_pairs(self) -> dict[str, list[Pair]] | list[Pair]:
+        """All pairs, as a list (split by :meth:`split`) or already split (CamVid)."""
+        raise NotImplementedError
+
+    def split(self, pairs: list[Pair]) -> dict[str, list[Pair]]:
+        """Split a list of pairs into train / val / test."""
+        raise NotImplementedError
+
+    def download(self) -> None:
+        """Fetch the data when it is absent and a URL is configured (datasets that can)."""
+
+    # ------------------------------------------------------------------ splits and checks
+    def report_problems(self, problems: list[DataError]) -> None:
+        """Stop at invalid files with a clear error, or, with ``skip_invalid``, warn and go on."""
+        if not problems:
+            return
+        if not self.skip_invalid:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise DataError(
+                problems[0].path, f"{problems[0].problem}{more}; skip_invalid: true skips them"
+            )
+        lines = [str(problem) for problem in problems]
+        self.skipped.extend(lines)
+        log.warning("%s: skipped %d file(s):\n  %s", self.name, len(lines), "\n  ".join(lines))
+
+    def check_root(self) -> None:
+        if not self.root.is_dir():
+            raise ConfigurationError(
+                f"{self.name} data not found at {self.root}: set data.init_args.root, or "
+                f"LIGHTNING_SEG_DATA to the folder that holds '{self.folder}'"
+            )
+
+    def pair_files(
+        self,
+        images_dir: Path,
+        mask_for: Callable[[Path], Path],
+        label: Callable[[Path], str] = lambda image: "",
+        keep: Callable[[Path], bool] = lambda image: True,
+    ) -> list[Pair]:
+        """Pair every image of a folder with its mask (``mask_for``); stray non-image files and
+        images without a mask are problems, which :meth:`report_problems` raises or skips."""
+        pairs, problems = pair_files(images_dir, mask_for, label, keep)
+        self.report_problems(problems)
+        return pairs
+
+    def splits(self) -> dict[str, list[Pair]]:
+        """The pairs of every split, found and split once (deterministic for the seed)."""
+        if self._splits is None:
+            self.check_root()
+            found = self.find_pairs()
+            splits = found if isinstance(found, dict) else self.split(sorted(found))
+            empty = [name for name in ("train", "val", "test") if not splits.get(name)]
+            if empty:
+                raise ConfigurationError(
+                    f"{self.name}: no image/mask pairs for split(s) {empty} under {self.root}"
+                )
+            self._splits = splits
+        return self._splits
+
+    # ------------------------------------------------------------------ decoding and cache
+    def split_source(self, split: str) -> cache.SplitSource:
+        """What the split's arrays are made of: its pairs, their mask coding, the preprocessing."""
+        return cache.SplitSource(
+            self.name, split, self.splits()[split], self.preprocessing, self.mask_decoder_for,
+            self.skip_invalid,
+        )  # fmt: skip
+
+    def decode_pair(self, pair: Pair) -> tuple[np.ndarray, np.ndarray, MaskReport]:
+        """Decode and check one pair: readable files, same size, expected mask values."""
+        return cache.decode_pair(pair, self.in_channels, self.mask_decoder_for(pair))
+
+    def decoded(self, split: str) -> cache.DecodedArrays:
+        """The split's decoded arrays, from the cache (built on first use)."""
+        return cache.decoded(self.split_source(split), self.report_problems)
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def prepare_data(self) -> None:
+        # Runs once per node, before setup on every process: download and decode here.
+        self.download()
+        if self.cache:
+            for split in ("train", "val", "test"):
+                self.decoded(split)
+
+    def build_dataset(self, split: str) -> Dataset:
+        transform = build_transform(self.transform_specs[split])
+        weight_of = self.weight_map_of if self.weight_map else None
+        if not self.cache:
+            source = self.split_source(split)
+            return FileDataset(
+                source.pairs, lambda pair: source.decode(pair)[:2], self.preprocessing,
+                transform, weight_of, source.count_pieces,
+            )  # fmt: skip
+        arrays = self.decoded(split)
+        weights = None
+        if self.weight_map:
+            key = "w0={w0}-sigma={sigma}".format(**self.weight_map)
+            folder = Path(os.path.dirname(arrays.images.filename))  # type: ignore[attr-defined]
+            weights = cache.weight_maps(folder, arrays.masks, self.weight_map_of, key)
+        return ArrayDataset(arrays.images, arrays.masks, weights, transform, self.preprocessing)
+
+    def class_frequencies(self) -> np.ndarray:
+        """Median-frequency statistics of the training masks (Eigen and Fergus, as SegNet uses):
+        per class, its pixels divided by the pixels of the images in which it appears."""
+        masks = self.decoded("train").masks
+        pixels = np.zeros(self.num_classes, np.float64)
+        present = np.zeros(self.num_classes, np.float64)
+        for mask in masks:
+            counts = np.bincount(np.asarray(mask).ravel(), minlength=256)[: self.num_classes]
+            valid = (
+                counts.sum()
+                if self.ignore_index is None
+                else mask.size - np.sum(np.asarray(mask) == self.ignore_index)
+            )
+            pixels += counts
+            present += (counts > 0) * valid
+        return pixels / np.maximum(present, 1)
+
+    @property  # type: ignore[override]
+    def class_weights(self) -> list[float] | None:
+        """SegNet's median-frequency weights for multiclass data, computed once on first use
+        (it decodes the training split, building its cache); None for binary data."""
+        if self.num_classes < 2:
+            return None
+        if getattr(self, "_class_weights", None) is None:
+            self._class_weights = self.median_frequency_weights()
+        return self._class_weights
+
+    def median_frequency_weights(self) -> list[float]:
+        """Class weights ``median(freq) / freq(c)`` that balance rare classes (0 if absent)."""
+        freq = self.class_frequencies()
+        seen = freq > 0
+        weights = np.zeros_like(freq)
+        weights[seen] = np.median(freq[seen]) / freq[seen]
+        return weights.round(4).tolist()
+
+    def fingerprint(self) -> str:
+        splits = self.splits()
+        files = [
+            path for split in splits.values() for pair in split for path in (pair.image, pair.mask)
+        ]
+        return cache.fingerprint(files, self.preprocessing.array_key())
+
+    def describe(self) -> dict[str, Any]:
+        splits = self.splits()
+        return {
+            **super().describe(),
+            "root": str(self.root),
+            "pairs": {name: len(pairs) for name, pairs in splits.items()},
+        }

@@ -1,0 +1,106 @@
+"""``lightning-seg tune --experiment NAME``: run (or continue) a study, then report it."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from lightning_seg.errors import ConfigurationError
+from lightning_seg.experiments import experiment_path
+
+
+def tune_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lightning-seg tune",
+        description="Hyper-parameter search with Optuna over experiments/search/NAME.yaml. "
+        "Every trial is `lightning-seg fit --experiment NAME` with sampled flags (its own run "
+        "folder and W&B run, grouped by study). Flags after the options go to every trial "
+        "(e.g. --trainer.max_epochs=5). Stopping and restarting continues the study.",
+    )
+    parser.add_argument("--experiment", required=True, help="the experiment to tune")
+    parser.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        help="trials the study holds when done (default: the search file's)",
+    )
+    parser.add_argument("--study", default=None, help="study name (default: the experiment's)")
+    parser.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage URL shared by workers, e.g. "
+        "postgresql://user@host/db (default: sqlite file runs/tune/STUDY.db)",
+    )
+    parser.add_argument(
+        "--search",
+        type=Path,
+        default=None,
+        help="search space YAML (default: experiments/search/NAME.yaml)",
+    )
+    parser.add_argument(
+        "--n-jobs",
+        type=int,
+        default=1,
+        help="worker processes on this machine, all on the one study",
+    )
+    parser.add_argument("--runs_dir", default="runs", help="folder of the trials' run folders")
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="only report: best trial, tuned YAML and plots (runs no trial)",
+    )
+    parser.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)
+    return parser  # fmt: skip
+
+
+def worker_command(args: argparse.Namespace, storage: str, flags: list[str]) -> list[str]:
+    """The command line of one more worker process on the same study."""
+    command = [sys.executable, "-m", "lightning_seg", "tune", f"--experiment={args.experiment}",
+               f"--study={args.study}", f"--storage={storage}", f"--runs_dir={args.runs_dir}",
+               "--no-report"]  # fmt: skip
+    if args.trials is not None:
+        command.append(f"--trials={args.trials}")
+    if args.search is not None:
+        command.append(f"--search={args.search}")
+    return [*command, *flags]
+
+
+def tune_command(argv: list[str]) -> int:
+    """Run the study's remaining trials (``--n-jobs`` processes), then report; 0 when the study
+    holds a completed trial."""
+    args, flags = tune_parser().parse_known_args(argv)
+    if unknown := [f for f in flags if f.startswith("-") and not f.startswith("--")]:
+        raise ConfigurationError(f"tune: unknown option(s) {' '.join(unknown)}")
+    if args.n_jobs < 1 or (args.trials is not None and args.trials < 1):
+        raise ConfigurationError("tune: --n-jobs and --trials must be at least 1")
+    experiment_path(args.experiment)  # an unknown experiment is one line before any trial
+    from lightning_seg.tune.report import report
+    from lightning_seg.tune.space import load_search_space
+    from lightning_seg.tune.study import STOP, default_storage, open_study, optimize, trial_flags
+
+    space = load_search_space(args.experiment, args.search)
+    args.study = args.study or args.experiment
+    storage = args.storage or default_storage(args.runs_dir, args.study)
+    study = open_study(args.study, storage, space)
+    total = args.trials or space.trials
+    if not args.report:
+        base = trial_flags(args.experiment, args.study, args.runs_dir, [*space.flags, *flags])
+        others = [
+            subprocess.Popen(worker_command(args, storage, flags)) for _ in range(args.n_jobs - 1)
+        ]
+        try:
+            optimize(study, space, base, total)
+        except KeyboardInterrupt:
+            STOP.requested = True
+        finally:
+            codes = [worker.wait() for worker in others]
+        if STOP.requested:
+            print(f"stopped: run the same command again to continue study {args.study}")
+            return 130
+        if any(codes):
+            print(f"note: {sum(map(bool, codes))} worker process(es) stopped with an error")
+    if args.no_report:
+        return 0
+    return report(args.experiment, study, Path(args.runs_dir) / "tune" / args.study)
