@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from lightning_seg.errors import ConfigurationError
 from lightning_seg.tune.command import tune_command
 from lightning_seg.tune.report import flags_to_config
-from lightning_seg.tune.space import load_search_space
+from lightning_seg.tune.space import Param, load_search_space
 from tests.wandb_offline import read_offline_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -197,3 +197,31 @@ def test_trial_flags_become_the_tuned_yaml() -> None:
     config = flags_to_config(flags)
     assert config == {"trainer": {"max_epochs": 3}, "model": {"loss": [{"name": "focal"}]},
                       "data": {"init_args": {"size": 32}}}  # fmt: skip
+
+
+@pytest.mark.parametrize("search", sorted((ROOT / "experiments" / "search").glob("*.yaml")))
+def test_shipped_search_spaces_sample_flags_the_cli_accepts(
+    search: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lightning_seg.cli import flag, main
+
+    space = load_search_space(search.stem, search)
+
+    def largest(param: Param) -> object:  # a categorical's first label, else the top value
+        if param.kind == "categorical":
+            return next(iter(param.choices))
+        return int(param.high) if param.kind == "int" else param.high
+
+    fixed = {param.key: largest(param) for param in space.params}
+    values = space.values(fixed)
+    argv = ["fit", f"--experiment={search.stem}", *space.flags,
+            *(flag(k, v) for k, v in values.items()), "--print_config"]  # fmt: skip
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    for key, value in values.items():  # every sampled flag lands where it says
+        node = printed
+        for part in key.split("."):
+            node = node[part]
+        assert node == value

@@ -62,10 +62,10 @@ def tuned_yaml(experiment: str, study: optuna.Study, trial: optuna.trial.FrozenT
     """Write ``experiments/<experiment>_tuned.yaml`` reproducing ``trial``; return its path."""
     path = experiments_dir() / f"{experiment}_tuned.yaml"
     settings = {"defaults": [f"{experiment}.yaml"], **flags_to_config(trial.user_attrs["flags"])}
-    params = ", ".join(f"{k}={v}" for k, v in trial.params.items())
+    params = "".join(f"#   {k} = {v}\n" for k, v in trial.params.items())
     header = (
-        f"# Best trial {trial.number} of study {study.study_name!r}: value {trial.value:.4f}\n"
-        f"# ({params}). Written by `lightning-seg tune --experiment {experiment}`; train it with\n"
+        f"# Best trial {trial.number} of study {study.study_name!r}: {trial.value:.4f}, with\n"
+        f"{params}# Written by `lightning-seg tune --experiment {experiment}`; train it with\n"
         f"#   make train EXP={experiment}_tuned\n"
     )
     path.write_text(header + yaml.safe_dump(settings, sort_keys=False))
