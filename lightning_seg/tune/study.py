@@ -21,6 +21,7 @@ import math
 import os
 import signal
 import socket
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,23 +47,34 @@ def default_storage(runs_dir: str | Path, study: str) -> str:
     return f"sqlite:///{path}"
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def open_storage(url: str, attempts: int = 5) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats (dead workers' trials fail and are retried once); SQLite
-    waits for a lock rather than failing when two workers write at the same moment."""
+    waits for a lock rather than failing when two workers write at the same moment.
+
+    Workers started together on a new database race to create its tables; the loser sees
+    "already exists" and simply opens the storage again, now complete."""
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    try:
-        with warnings.catch_warnings():  # heartbeats are marked experimental
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine,
-                heartbeat_interval=HEARTBEAT_S,
-                grace_period=GRACE_S,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(1),
-            )
-    except Exception as error:  # bad URL, missing driver, unreachable server
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigurationError(f"cannot open study storage {url}: {first}") from None
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():  # heartbeats are marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine,
+                    heartbeat_interval=HEARTBEAT_S,
+                    grace_period=GRACE_S,
+                    heartbeat_stale_trial_callback=retry,
+                )
+        except Exception as error:  # bad URL, missing driver, unreachable server, a race
+            racing = any(m in str(error) for m in ("already exists", "UNIQUE constraint"))
+            if racing and attempt + 1 < attempts:
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            text = str(error).strip()
+            first = text.splitlines()[0] if text else type(error).__name__
+            raise ConfigurationError(f"cannot open study storage {url}: {first}") from None
+    raise AssertionError("unreachable")
 
 
 def make_pruner(spec: dict[str, Any]) -> optuna.pruners.BasePruner:
