@@ -21,7 +21,6 @@ skipped, listed at the end, and make the command exit with status 1.
 """
 
 from lightning_seg.inference.checkpoints import (
-    DEFAULT_IMAGE_SIZE,
     checkpoint_preprocessing,
     inference_settings,
     load_checkpoint,
@@ -41,7 +40,6 @@ from lightning_seg.inference.writing import (
 )
 
 __all__ = [
-    "DEFAULT_IMAGE_SIZE",
     "PredictReport",
     "Predictor",
     "add_checkpoint_argument",

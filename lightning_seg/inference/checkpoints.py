@@ -20,8 +20,6 @@ from lightning_seg.preprocessing import Preprocessing
 if TYPE_CHECKING:
     from lightning_seg.task import SegmentationTask
 
-DEFAULT_IMAGE_SIZE = (256, 256)
-
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a checkpoint of tensors and plain containers only (``torch.load(weights_only=True)``).
@@ -76,7 +74,6 @@ def checkpoint_preprocessing(
         else "default (" + ("grey" if grey else "ImageNet") + ")",
         "image_size": "checkpoint" if entry.get("image_size") else "default",
     }
-    entry.setdefault("image_size", DEFAULT_IMAGE_SIZE)
     try:
         return Preprocessing.from_dict(entry), sources
     except (ConfigurationError, TypeError, ValueError) as error:

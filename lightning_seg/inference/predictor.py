@@ -113,18 +113,16 @@ class Predictor:
         self.options = options
         self.preprocessing: Preprocessing = settings["preprocessing"]
         self.num_classes = int(settings.get("num_classes", 1))
-        self.in_channels = self.preprocessing.channels
-        self.image_size = self.preprocessing.image_size
-        self.tile = tuple(int(s) for s in (options.tile or self.image_size))
-        self.overlap = float(options.overlap)
-        self.steps = tuple(max(1, round(t * (1.0 - self.overlap))) for t in self.tile)
-        self.batch_size = int(options.batch_size)
-        self.tta = options.tta
+        self.tile = tuple(int(s) for s in (options.tile or self.preprocessing.image_size))
+        self.steps = tuple(max(1, round(t * (1.0 - options.overlap))) for t in self.tile)
         self.flips = TTA_FLIPS[options.tta]  # the passes per image (benchmarks report them)
-        self.sliding_window = options.sliding_window
         threshold = options.threshold
         self.threshold = float(settings.get("threshold", 0.5) if threshold is None else threshold)
         self._window = blending_window(*self.tile).to(self.device)
+
+    @property
+    def in_channels(self) -> int:
+        return self.preprocessing.channels
 
     @property
     def binary(self) -> bool:
@@ -132,12 +130,13 @@ class Predictor:
 
     def uses_sliding_window(self, size: tuple[int, int]) -> bool:
         """Whether an image of ``size`` (height, width) goes through tiles rather than a resize."""
-        if self.sliding_window is not None:
-            return self.sliding_window
+        if self.options.sliding_window is not None:
+            return self.options.sliding_window
         tiled = self.preprocessing.tiled
         if tiled is not None:
             return bool(tiled)
-        return any(s > RESIZE_LIMIT * t for s, t in zip(size, self.image_size, strict=True))
+        training = self.preprocessing.image_size
+        return any(s > RESIZE_LIMIT * t for s, t in zip(size, training, strict=True))
 
     # ------------------------------------------------------------------------- core
     def _normalise(self, image: np.ndarray) -> Tensor:
@@ -147,15 +146,15 @@ class Predictor:
     def _forward(self, batch: Tensor) -> Tensor:
         """Probabilities of a batch, averaged over the TTA flips (each flipped back first)."""
         chunks = [
-            flip_averaged(self.network, chunk, self.tta, self.binary)
-            for chunk in batch.split(self.batch_size)
+            flip_averaged(self.network, chunk, self.options.tta, self.binary)
+            for chunk in batch.split(self.options.batch_size)
         ]
         return torch.cat(chunks)
 
     def _resized(self, image: np.ndarray) -> Tensor:
         height, width = image.shape[:2]
         probs = self._forward(self._normalise(self.preprocessing.resize(image)))
-        if (height, width) != self.image_size:
+        if (height, width) != self.preprocessing.image_size:
             probs = F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)
         return probs[0]
 
@@ -176,8 +175,9 @@ class Predictor:
         total = torch.zeros(channels, full_h, full_w, device=self.device)
         weights = torch.zeros(1, full_h, full_w, device=self.device)
         origins = list(itertools.product(ys, xs))
-        for start in range(0, len(origins), self.batch_size):
-            chunk = origins[start : start + self.batch_size]
+        batch_size = self.options.batch_size
+        for start in range(0, len(origins), batch_size):
+            chunk = origins[start : start + batch_size]
             tiles = torch.cat([pixels[:, :, y : y + th, x : x + tw] for y, x in chunk])
             probs = self._forward(tiles) * self._window
             for (y, x), tile_probs in zip(chunk, probs, strict=True):

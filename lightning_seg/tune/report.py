@@ -9,6 +9,7 @@ line again (same seed, same result). The optimisation history and the parameter 
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,9 @@ from lightning_seg.experiments import experiments_dir
 SEARCH_ONLY = ("--experiment", "--runs_dir", "--tracking.group")
 
 
-def counts(study: optuna.Study) -> dict[str, int]:
+def counts(study: optuna.Study) -> Counter[str]:
     """Trials per state (complete, pruned, fail, running, waiting), for the report line."""
-    states: dict[str, int] = {}
-    for trial in study.get_trials(deepcopy=False):
-        states[trial.state.name.lower()] = states.get(trial.state.name.lower(), 0) + 1
-    return states
+    return Counter(trial.state.name.lower() for trial in study.get_trials(deepcopy=False))
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:

@@ -54,7 +54,7 @@ def open_storage(url: str, attempts: int = 5) -> optuna.storages.BaseStorage:
     Workers started together on a new database race to create its tables; the loser sees
     "already exists" and simply opens the storage again, now complete."""
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    for attempt in range(attempts):
+    for attempt in range(1, attempts + 1):
         try:
             with warnings.catch_warnings():  # heartbeats are marked experimental
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -67,14 +67,13 @@ def open_storage(url: str, attempts: int = 5) -> optuna.storages.BaseStorage:
                     heartbeat_stale_trial_callback=retry,
                 )
         except Exception as error:  # bad URL, missing driver, unreachable server, a race
-            racing = any(m in str(error) for m in ("already exists", "UNIQUE constraint"))
-            if racing and attempt + 1 < attempts:
-                time.sleep(0.5 * (attempt + 1))
-                continue
             text = str(error).strip()
-            first = text.splitlines()[0] if text else type(error).__name__
-            raise ConfigurationError(f"cannot open study storage {url}: {first}") from None
-    raise AssertionError("unreachable")
+            racing = any(m in text for m in ("already exists", "UNIQUE constraint"))
+            if not racing or attempt == attempts:
+                first = text.splitlines()[0] if text else type(error).__name__
+                raise ConfigurationError(f"cannot open study storage {url}: {first}") from None
+            time.sleep(0.5 * attempt)
+    raise ValueError("attempts must be at least 1")
 
 
 def make_pruner(spec: dict[str, Any]) -> optuna.pruners.BasePruner:
