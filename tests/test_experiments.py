@@ -15,6 +15,10 @@ SHARED = REPO.parent / "shared" / "data"
 # The documented offline fallback: no network here to download ImageNet weights.
 OFFLINE = {"smp_unet_resnext50": ["--model.model_args.encoder_weights=null"]}
 SYNTHETIC = {"quickstart"}
+# One step of the full-resolution CamVid networks (352 x 480) costs 15-30 s on 2 cores; the
+# input size is not what this test protects (the config, the data and the loss wiring are).
+SMALLER = {name: ["--data.init_args.image_size=[160,224]"]
+           for name in ("segnet_camvid", "pspnet_camvid")}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +44,8 @@ def test_experiment_fast_dev_run(name, tmp_path, shared_cache, monkeypatch):
     monkeypatch.setenv("LIGHTNING_SEG_CACHE", str(shared_cache))
     cli = run_cli(["fit", f"--experiment={name}", f"--runs_dir={tmp_path}",
                 "--trainer.fast_dev_run=true", "--trainer.enable_progress_bar=false",
-                "--data.init_args.batch_size=2", *OFFLINE.get(name, [])])  # fmt: skip
+                "--data.init_args.batch_size=2", *OFFLINE.get(name, []),
+                *SMALLER.get(name, [])])  # fmt: skip
     assert cli.trainer.global_step == 1
 
 

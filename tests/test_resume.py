@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lightning_seg.cli import run_cli
+
 ROOT = Path(__file__).resolve().parents[1]
 FLIPS = (
     '[{"name": "HorizontalFlip", "p": 0.5}, {"name": "ColorJitter", "brightness": 0.3, "p": 0.5}]'
@@ -43,9 +45,11 @@ def completed_epochs(last: Path) -> int:
 
 
 @pytest.mark.timeout(600)
-def test_killed_and_resumed_run_reaches_the_same_val_iou(tmp_path):
-    subprocess.run(command(tmp_path / "straight"), cwd=ROOT, env=environment(), check=True,
-                   capture_output=True, timeout=300)  # fmt: skip
+def test_killed_and_resumed_run_reaches_the_same_val_iou(tmp_path, monkeypatch):
+    # The uninterrupted run in this process (one interpreter start fewer); the killed one must
+    # be a separate process, and so is its resumption (a fresh interpreter, as a user's is).
+    monkeypatch.delenv("LIGHTNING_SEG_RUN_ID", raising=False)
+    run_cli(["fit", *ARGS, f"--runs_dir={tmp_path / 'straight'}"])
     (straight,) = (tmp_path / "straight").rglob("summary.json")
     expected = json.loads(straight.read_text())
 
