@@ -194,6 +194,7 @@ class SegmentationTask(LightningModule):
             on_step=True,
             on_epoch=True,
             prog_bar=True,
+            sync_dist=True,  # the epoch mean over every process's batches, not rank 0's
             batch_size=len(batch["image"]),
         )
         return loss
@@ -212,12 +213,13 @@ class SegmentationTask(LightningModule):
         return logits
 
     def _log_metrics(self, metrics: MetricCollection) -> None:
-        # compute() synchronises the accumulated counts across processes; the values are then
-        # the same on every rank, so logging them needs no further reduction.
+        # compute() synchronises the accumulated counts across processes, so the values are the
+        # same on every rank; sync_dist=True averages equal values (a no-op) and keeps Lightning
+        # from warning a DDP user that they are unsynchronised.
         values = metrics.compute()
         metrics.reset()
         for name, value in values.items():
-            self.log(name, value, prog_bar=name.endswith(("/iou", "/f1")))
+            self.log(name, value, prog_bar=name.endswith(("/iou", "/f1")), sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics(self.val_metrics)
