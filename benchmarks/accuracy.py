@@ -46,6 +46,11 @@ NOTEBOOK_VAL_IOU = {
     "unet_bce": 0.802, "unet_upsample_bce": 0.830, "unet_convpool_bce": 0.833,
 }  # fmt: skip
 
+ABOUT = (
+    "PH2 test split (40 images, never seen by training or threshold tuning), each "
+    "experiment's shipped recipe"
+)
+
 #: What an experiment does when its pretrained weights cannot be downloaded (no network).
 OFFLINE_FALLBACK = {"smp_unet_resnext50": ["--model.model_args.encoder_weights=null"]}
 WEIGHTS_UNAVAILABLE = "could not be downloaded"
@@ -157,12 +162,42 @@ def cell(row: dict[str, Any], key: str) -> str:
     return str(value)
 
 
-def markdown(rows: list[dict[str, Any]], about: str) -> str:
-    header = "| " + " | ".join(title for title, _ in COLUMNS) + " |"
+def machines(rows: list[dict[str, Any]]) -> list[str]:
+    """The machines the rows were measured on, in table order, each once."""
+    return list(dict.fromkeys(row["machine"] for row in rows if row.get("machine")))
+
+
+def header(rows: list[dict[str, Any]]) -> str:
+    """The line above the table: what was measured and on which machine (or machines).
+
+    A subset re-run on another machine must not relabel the rows it kept, so each row carries
+    its own machine; when they differ, the header numbers them and each row's note says which.
+    """
+    seen = machines(rows)
+    if len(seen) <= 1:
+        where = seen[0] if seen else "machine not recorded"
+    else:
+        where = "measured on " + "; ".join(f"[{i}] {m}" for i, m in enumerate(seen, 1))
+    return f"{ABOUT}; {where}."
+
+
+def note(row: dict[str, Any], seen: list[str]) -> str:
+    """A row's note, with its machine's number when the table mixes machines."""
+    parts = [row.get("note") or ""]
+    if len(seen) > 1 and row.get("machine") in seen:
+        parts.append(f"machine [{seen.index(row['machine']) + 1}]")
+    return "; ".join(p for p in parts if p)
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    seen = machines(rows)
+    titles = "| " + " | ".join(title for title, _ in COLUMNS) + " |"
     rule = "|" + "|".join("---" if k in ("experiment", "model", "loss", "note", "precision")
                           else "---:" for _, k in COLUMNS) + "|"  # fmt: skip
-    lines = [about, "", header, rule]
-    lines += ["| " + " | ".join(cell(row, key) for _, key in COLUMNS) + " |" for row in rows]
+    lines = [header(rows), "", titles, rule]
+    for row in rows:
+        shown = {**row, "note": note(row, seen)}
+        lines.append("| " + " | ".join(cell(shown, key) for _, key in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -193,15 +228,28 @@ def plot(rows: list[dict[str, Any]], output: Path) -> None:
     plt.close(fig)
 
 
-def save(rows: list[dict[str, Any]], output: Path, about: str) -> None:
+def save(rows: list[dict[str, Any]], output: Path) -> None:
     order = {name: i for i, name in enumerate(PH2_EXPERIMENTS)}
     rows.sort(key=lambda r: order.get(r["experiment"], len(order)))
     output.mkdir(parents=True, exist_ok=True)
     (output / "accuracy.json").write_text(
-        json.dumps({"machine": about, "rows": rows}, indent=1) + "\n"
+        json.dumps({"machines": machines(rows), "rows": rows}, indent=1) + "\n"
     )
-    (output / "accuracy.md").write_text(markdown(rows, about))
+    (output / "accuracy.md").write_text(markdown(rows))
     plot(rows, output / "accuracy.png")
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    """Rows already measured; a table from before rows carried their machine gets the one
+    machine its header named."""
+    if not path.is_file():
+        return []
+    table = json.loads(path.read_text())
+    rows = table["rows"]
+    for row in rows:
+        if not row.get("machine") and isinstance(table.get("machine"), str):
+            row["machine"] = table["machine"].rsplit("; ", 1)[-1].rstrip(".")
+    return rows
 
 
 def pending(names: list[str], done: set[str], named: bool) -> list[str]:
@@ -227,13 +275,10 @@ def main() -> int:
     names = opts.experiments or list(PH2_EXPERIMENTS)
     names = [n for chunk in names for n in chunk.split()]
     existing = opts.output / "accuracy.json"
-    rows = [] if opts.fresh or not existing.is_file() else json.loads(existing.read_text())["rows"]
+    rows = [] if opts.fresh else load(existing)
     done = {row["experiment"] for row in rows}
     todo = pending(names, done, named=bool(opts.experiments))
-    about = (
-        f"PH2 test split (40 images, never seen by training or threshold tuning), each "
-        f"experiment's shipped recipe; {machine()}."
-    )
+    here = machine()
     print(f"bench-accuracy: {len(todo)} to run ({', '.join(todo) or 'none'}), "
           f"{len(done - set(todo))} kept from {existing}", flush=True)  # fmt: skip
     logs = opts.runs_dir / "logs"
@@ -242,18 +287,19 @@ def main() -> int:
         print(f"[{i}/{len(todo)}] {name}: fit + test (log: {logs / name}.log) ...", flush=True)
         try:
             row = run_experiment(name, opts.runs_dir.resolve(), opts.args.split(), logs)
+            row["machine"] = here
         except RuntimeError as error:  # one broken recipe must not cost the rest of the table
             print(f"[{i}/{len(todo)}] {name}: FAILED: {error}", flush=True)
             failed += 1
             continue
         rows = [r for r in rows if r["experiment"] != name] + [row]
-        save(rows, opts.output, about)
+        save(rows, opts.output)
         print(f"[{i}/{len(todo)}] {name}: val IoU {row['val_iou']:.4f}, test IoU "
               f"{row['test_iou']:.4f} (per image {row['test_iou_per_image']:.4f}, worst "
               f"{row['test_iou_worst_image']:.4f}), {row['epochs']} epochs in "
               f"{row['wall_time_s'] / 60:.1f} min", flush=True)  # fmt: skip
     if rows:
-        save(rows, opts.output, about)
+        save(rows, opts.output)
         print(f"table: {opts.output / 'accuracy.md'}; plot: {opts.output / 'accuracy.png'}")
     return 1 if failed else 0
 

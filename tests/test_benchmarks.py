@@ -60,3 +60,25 @@ def test_accuracy_benchmark_resumes_a_half_finished_table():
         "unet_bce" not in left and "segnet_dice" in left and len(left) == len(PH2_EXPERIMENTS) - 2
     )
     assert pending(["unet_bce"], done, named=True) == ["unet_bce"]  # asked for: measured again
+
+
+def test_accuracy_table_keeps_each_rows_machine_when_a_subset_reruns_elsewhere(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from accuracy import load, save
+
+    fast, slow = "Xeon (with AMX-BF16), 2 cores", "EPYC (without AMX-BF16), 2 cores"
+    row = {"experiment": "unet_bce", "val_iou": 0.88, "test_iou": 0.89, "history": []}
+    # A table written before rows carried their machine names it once, in its header.
+    old = {"machine": f"PH2 test split ...; shipped recipe; {fast}.", "rows": [row]}
+    (tmp_path / "accuracy.json").write_text(json.dumps(old))
+    rows = load(tmp_path / "accuracy.json")
+    assert rows[0]["machine"] == fast
+    save([*rows, {**row, "experiment": "segnet_bce", "machine": slow}], tmp_path)
+
+    table = (tmp_path / "accuracy.md").read_text()
+    # Machines are numbered in table order (segnet rows come first).
+    assert f"[1] {slow}; [2] {fast}" in table.splitlines()[0]
+    lines = {line.split(" | ")[0]: line for line in table.splitlines() if line.startswith("| `")}
+    assert lines["| `segnet_bce`"].endswith("machine [1] |")
+    assert lines["| `unet_bce`"].endswith("machine [2] |")
+    assert json.loads((tmp_path / "accuracy.json").read_text())["machines"] == [slow, fast]
