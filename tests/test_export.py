@@ -4,7 +4,6 @@ the example's, carry the input normalisation, and are written only once checked.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,15 +24,8 @@ from lightning_seg.inference import load_task
 from lightning_seg.models import build_model
 from lightning_seg.preprocessing import Preprocessing
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: these tensors are tiny, and on a busy 2-core machine two OpenMP
-    threads waiting on each other made these tests ten times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: one intra-op thread (conftest.py says why).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SETTINGS = {
