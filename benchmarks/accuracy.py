@@ -167,13 +167,12 @@ def machines(rows: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(row["machine"] for row in rows if row.get("machine")))
 
 
-def header(rows: list[dict[str, Any]]) -> str:
+def header(seen: list[str]) -> str:
     """The line above the table: what was measured and on which machine (or machines).
 
     A subset re-run on another machine must not relabel the rows it kept, so each row carries
     its own machine; when they differ, the header numbers them and each row's note says which.
     """
-    seen = machines(rows)
     if len(seen) <= 1:
         where = seen[0] if seen else "machine not recorded"
     else:
@@ -194,7 +193,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     titles = "| " + " | ".join(title for title, _ in COLUMNS) + " |"
     rule = "|" + "|".join("---" if k in ("experiment", "model", "loss", "note", "precision")
                           else "---:" for _, k in COLUMNS) + "|"  # fmt: skip
-    lines = [header(rows), "", titles, rule]
+    lines = [header(seen), "", titles, rule]
     for row in rows:
         shown = {**row, "note": note(row, seen)}
         lines.append("| " + " | ".join(cell(shown, key) for _, key in COLUMNS) + " |")
