@@ -38,6 +38,9 @@ class SegmentationTask(LightningModule):
         loss: loss spec: ``"bce"``, ``"bce+dice"`` or a list of ``{name, weight, ...}``.
         optimizer: optimizer class and arguments; AdamW by default.
         lr_scheduler: ``cosine`` decay or ``onecycle`` over all training steps, or ``constant``.
+        encoder_lr_scale: learning rate of the network's ``encoder`` as a fraction of the
+            rest's (the scheduler scales both alike). Below 1 a pretrained encoder is
+            fine-tuned gently while the freshly initialised decoder learns at the full rate.
         in_channels, num_classes, ignore_index, class_names: set from the datamodule by the CLI;
             ``num_classes=1`` means binary segmentation with one logit.
         class_weights: per-class weights for a loss with ``class_weights: median_frequency``;
@@ -63,6 +66,7 @@ class SegmentationTask(LightningModule):
         loss: LossSpec = "bce",
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: Scheduler = "cosine",
+        encoder_lr_scale: float = 1.0,
         in_channels: int = 3,
         num_classes: int = 1,
         ignore_index: int | None = None,
@@ -76,6 +80,11 @@ class SegmentationTask(LightningModule):
         postprocess: Postprocess = "none",
     ) -> None:
         super().__init__()
+        if not encoder_lr_scale > 0:
+            raise ConfigurationError(
+                f"model.encoder_lr_scale={encoder_lr_scale}: must be > 0 (1 trains the encoder "
+                "at the same learning rate as the rest)"
+            )
         if postprocess != "none" and num_classes != 1:
             raise ConfigurationError(
                 f"model.postprocess={postprocess} needs binary segmentation (num_classes=1), "
@@ -237,11 +246,30 @@ class SegmentationTask(LightningModule):
         return self.predict_labels(self(batch["image"]))
 
     # ----------------------------------------------------------------- optimisation
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups: the encoder's, scaled by ``encoder_lr_scale``, and
+        the rest. One group when the scale is 1, so optimizers see what they always saw."""
+        scale = float(self.hparams.get("encoder_lr_scale", 1.0))
+        if scale == 1.0:
+            return [{"params": list(self.parameters()), "lr_scale": 1.0}]
+        encoder = getattr(self.network, "encoder", None)
+        if not isinstance(encoder, torch.nn.Module):
+            raise ConfigurationError(
+                f"model.encoder_lr_scale={scale} needs a network with an encoder; "
+                f"{self.hparams['model']} has none"
+            )
+        in_encoder = {id(p) for p in encoder.parameters()}
+        rest = [p for p in self.parameters() if id(p) not in in_encoder]
+        return [
+            {"params": list(encoder.parameters()), "lr_scale": scale},
+            {"params": rest, "lr_scale": 1.0},
+        ]
+
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
-        if self.lr is not None:
-            for group in optimizer.param_groups:
-                group["lr"] = self.lr
+        optimizer = self.optimizer_factory(self.parameter_groups())
+        for group in optimizer.param_groups:
+            base_lr = self.lr if self.lr is not None else group["lr"]
+            group["lr"] = base_lr * group.get("lr_scale", 1.0)
         kind = self.hparams["lr_scheduler"]
         if kind == "constant":
             return optimizer

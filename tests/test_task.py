@@ -1,10 +1,14 @@
-"""The task's seams: auxiliary heads, thresholds, schedulers."""
+"""The task's seams: auxiliary heads, thresholds, schedulers, learning rates."""
 
 from __future__ import annotations
 
+import pytest
 import torch
+from lightning import Callback, Trainer
 from torch import nn
+from torch.utils.data import DataLoader
 
+from lightning_seg.errors import ConfigurationError
 from lightning_seg.models import MODELS, AuxiliaryOutput
 from lightning_seg.task import SegmentationTask
 
@@ -75,3 +79,68 @@ def test_test_time_flips_average_the_probabilities_of_flipped_copies(monkeypatch
     # The mirrored pass is sure of the right half: every pixel averages to one half.
     assert flipped.probabilities(images).sub(0.5).abs().max() < 1e-3
     assert flipped.probabilities(images, tta="none")[0, 0, 0, 0] > 0.99
+
+
+class EncoderDecoder(nn.Module):
+    """A stand-in for a network with a (pretrained) encoder and a fresh decoder."""
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.encoder = nn.Conv2d(in_channels, 4, 3, padding=1)
+        self.decoder = nn.Conv2d(4, num_classes, 1)
+
+    def forward(self, x):
+        return self.decoder(self.encoder(x))
+
+
+class RecordRates(Callback):
+    def __init__(self) -> None:
+        self.rates: list[list[float]] = []
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        self.rates.append([group["lr"] for group in trainer.optimizers[0].param_groups])
+
+
+def test_the_encoder_learns_at_its_scaled_rate_throughout_the_schedule(monkeypatch, tmp_path):
+    monkeypatch.setitem(MODELS, "encoder_decoder", EncoderDecoder)
+    task = SegmentationTask(
+        model="encoder_decoder",
+        optimizer=lambda params: torch.optim.AdamW(params, lr=0.01),
+        lr_scheduler="onecycle",
+        encoder_lr_scale=0.1,
+    )
+    batches = [
+        {"image": torch.randn(2, 3, 8, 8), "mask": torch.randint(0, 2, (2, 8, 8))} for _ in range(6)
+    ]
+    record = RecordRates()
+    trainer = Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[record],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(task, train_dataloaders=DataLoader(batches, batch_size=None))
+    encoder_group, rest_group = trainer.optimizers[0].param_groups
+    assert {id(p) for p in encoder_group["params"]} == {
+        id(p) for p in task.network.encoder.parameters()
+    }
+    assert {id(p) for p in rest_group["params"]} == {
+        id(p) for p in task.network.decoder.parameters()
+    }
+    assert len(record.rates) == 6
+    assert len({rest for _, rest in record.rates}) > 1  # the one-cycle schedule moves both ...
+    for encoder_lr, rest_lr in record.rates:  # ... and keeps their ratio
+        assert encoder_lr == pytest.approx(0.1 * rest_lr)
+    assert max(rest for _, rest in record.rates) <= 0.01
+
+
+def test_an_encoder_learning_rate_scale_needs_a_network_with_an_encoder(monkeypatch):
+    monkeypatch.setitem(MODELS, "left_half", lambda in_channels, num_classes: LeftHalf())
+    task = SegmentationTask(model="left_half", encoder_lr_scale=0.1)
+    with pytest.raises(ConfigurationError, match=r"encoder_lr_scale=0\.1 needs a network with an"):
+        task.configure_optimizers()
+    with pytest.raises(ConfigurationError, match=r"encoder_lr_scale=0\.0: must be > 0"):
+        SegmentationTask(model="unet", encoder_lr_scale=0.0)
