@@ -23,7 +23,7 @@ from lightning_seg.losses import LossSpec, build_loss
 from lightning_seg.metrics import build_metrics
 from lightning_seg.models import MODELS, AuxiliaryOutput, build_model
 from lightning_seg.postprocess import Postprocess, postprocess_labels
-from lightning_seg.tta import TTA, activate, flip_averaged
+from lightning_seg.tta import TTA, activate, view_averaged
 
 ModelName = Literal[tuple(MODELS)]  # type: ignore[valid-type]
 Scheduler = Literal["cosine", "onecycle", "constant"]
@@ -52,8 +52,9 @@ class SegmentationTask(LightningModule):
         channels_last: keep the network and batches in channels-last memory format, which
             oneDNN (CPU) and tensor cores (GPU) run faster (10-35 % per step on CPU here).
         compile: ``torch.compile`` the network (in place, so checkpoints keep their keys).
-        tta: test-time flips for ``test`` (and the threshold tuning, so both see the same
-            probabilities): ``none``, ``hflip``, ``vflip`` or ``flips`` (all four).
+        tta: test-time views for ``test`` (and the threshold tuning, so both see the same
+            probabilities): ``none``, ``hflip``, ``vflip``, ``flips`` (all four) or ``d4``
+            (the flips and their transposes: all eight right-angle symmetries).
         postprocess: ``largest_component`` keeps the largest foreground region of each binary
             prediction and fills its holes (one object per image); validation, ``test`` and
             ``predict`` all apply it. ``none`` by default.
@@ -164,8 +165,8 @@ class SegmentationTask(LightningModule):
         return output.logits if isinstance(output, AuxiliaryOutput) else output
 
     def probabilities(self, images: Tensor, tta: str | None = None) -> Tensor:
-        """Probabilities N x C x H x W, averaged over the test-time flips (``hparams.tta``)."""
-        return flip_averaged(
+        """Probabilities N x C x H x W, averaged over the test-time views (``hparams.tta``)."""
+        return view_averaged(
             self, images, tta or self.hparams.get("tta", "none"), self.mode == "binary"
         )
 

@@ -1,26 +1,51 @@
-"""Test-time augmentation: probabilities averaged over flipped copies, each flipped back first.
+"""Test-time augmentation: probabilities averaged over transformed copies, each mapped back first.
 
 Shared by ``test`` (the task's ``tta`` setting) and file prediction, so a checkpoint scores the
 same way in both. Averaging probabilities, not logits or labels, keeps a confident view from
 being outvoted by an unsure one only as much as their confidence says.
+
+A view is a transpose (swap height and width) followed by flips; ``d4`` is all eight symmetries
+of the square (the flips and the right-angle rotations), worth its two-fold cost for networks
+trained with ``RandomRotate90``. A fully convolutional network takes a transposed
+non-square input as readily as the original, so every view also works on tiles that are not
+square.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
 
-TTA = Literal["none", "hflip", "vflip", "flips"]
+TTA = Literal["none", "hflip", "vflip", "flips", "d4"]
 
-#: The flips (tensor dims of N x C x H x W) whose probabilities are averaged.
-TTA_FLIPS: dict[str, tuple[tuple[int, ...], ...]] = {
-    "none": ((),),
-    "hflip": ((), (3,)),
-    "vflip": ((), (2,)),
-    "flips": ((), (3,), (2,), (2, 3)),
+
+class View(NamedTuple):
+    """One test-time view of an N x C x H x W batch: optionally transposed, then flipped."""
+
+    transpose: bool = False
+    flip: tuple[int, ...] = ()
+
+    def apply(self, images: Tensor) -> Tensor:
+        out = images.transpose(2, 3) if self.transpose else images
+        return out.flip(self.flip) if self.flip else out
+
+    def invert(self, images: Tensor) -> Tensor:
+        out = images.flip(self.flip) if self.flip else images
+        return out.transpose(2, 3) if self.transpose else out
+
+
+_FLIPS = (View(), View(flip=(3,)), View(flip=(2,)), View(flip=(2, 3)))
+
+#: The views (tensor dims of N x C x H x W) whose probabilities each setting averages.
+TTA_VIEWS: dict[str, tuple[View, ...]] = {
+    "none": (View(),),
+    "hflip": (View(), View(flip=(3,))),
+    "vflip": (View(), View(flip=(2,))),
+    "flips": _FLIPS,
+    "d4": _FLIPS + tuple(View(True, view.flip) for view in _FLIPS),
 }
 
 
@@ -30,15 +55,14 @@ def activate(logits: Tensor, binary: bool) -> Tensor:
     return torch.sigmoid(logits) if binary else torch.softmax(logits, dim=1)
 
 
-def flip_averaged(
+def view_averaged(
     network: Callable[[Tensor], Tensor], images: Tensor, tta: str, binary: bool
 ) -> Tensor:
-    """Probabilities N x C x H x W of ``network`` averaged over the flips ``tta`` names."""
-    flips = TTA_FLIPS[tta]
+    """Probabilities N x C x H x W of ``network`` averaged over the views ``tta`` names."""
+    views = TTA_VIEWS[tta]
     total: Tensor | None = None
-    for dims in flips:
-        out = activate(network(images.flip(dims) if dims else images), binary)
-        out = out.flip(dims) if dims else out
+    for view in views:
+        out = view.invert(activate(network(view.apply(images)), binary))
         total = out if total is None else total.add_(out)
     assert total is not None
-    return total.div_(len(flips))
+    return total.div_(len(views))

@@ -254,12 +254,12 @@ def test_blending_window_is_smooth_and_positive() -> None:
     assert torch.allclose(window, window.flip(0)) and torch.allclose(window, window.flip(1))
 
 
-def test_tta_of_a_flip_equivariant_network_equals_none() -> None:
+def test_tta_of_a_pixelwise_network_equals_none_on_non_square_images() -> None:
     network = Pixelwise(1)
     image = smooth_image(45, 70)
     results = [
         Predictor.from_network(network, settings_for(), tta=tta).predict_probabilities(image)
-        for tta in ("none", "hflip", "vflip", "flips")
+        for tta in ("none", "hflip", "vflip", "flips", "d4")
     ]
     for result in results[1:]:
         np.testing.assert_allclose(result, results[0], atol=1e-6)

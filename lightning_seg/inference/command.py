@@ -16,7 +16,7 @@ from lightning_seg.data.io import DEFAULT_MAX_PIXELS
 from lightning_seg.errors import ConfigurationError
 from lightning_seg.inference.predictor import Predictor
 from lightning_seg.inference.writing import collect_inputs, predict_files
-from lightning_seg.tta import TTA_FLIPS
+from lightning_seg.tta import TTA_VIEWS
 
 
 def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
@@ -57,9 +57,10 @@ def predict_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--tta",
-        choices=list(TTA_FLIPS),
+        choices=list(TTA_VIEWS),
         default="none",
-        help="test-time augmentation averaged in probability space (flips: id, h, v, hv)",
+        help="test-time augmentation averaged in probability space (flips: id, h, v, hv; "
+        "d4: the flips and their transposes, all 8 right-angle symmetries)",
     )
     parser.add_argument(
         "--sliding-window",

@@ -20,7 +20,7 @@ from lightning_seg.inference.checkpoints import load_task, resolve_device
 from lightning_seg.inference.windows import RESIZE_LIMIT, blending_window, tile_starts
 from lightning_seg.postprocess import postprocess_labels
 from lightning_seg.preprocessing import Preprocessing
-from lightning_seg.tta import TTA_FLIPS, flip_averaged
+from lightning_seg.tta import TTA_VIEWS, view_averaged
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,9 @@ class PredictOptions:
     """How a :class:`Predictor` predicts (the checkpoint says how images are prepared).
 
     Args:
-        tta: test-time augmentation: ``none``, ``hflip``, ``vflip`` or ``flips`` (identity,
-            horizontal, vertical and both), averaged in probability space.
+        tta: test-time augmentation: ``none``, ``hflip``, ``vflip``, ``flips`` (identity,
+            horizontal, vertical and both) or ``d4`` (the flips and their transposes: all eight
+            right-angle symmetries), averaged in probability space.
         sliding_window: True: always tiles at full resolution; False: always resize to the
             training size; None (auto): tiles if the checkpoint trained on tiles, resize if it
             trained on resized whole images, and when that is unknown, tiles only for images more
@@ -48,9 +49,9 @@ class PredictOptions:
     threshold: float | None = None
 
     def __post_init__(self) -> None:
-        if self.tta not in TTA_FLIPS:
+        if self.tta not in TTA_VIEWS:
             raise ConfigurationError(
-                f"unknown tta {self.tta!r}; choose one of {', '.join(TTA_FLIPS)}"
+                f"unknown tta {self.tta!r}; choose one of {', '.join(TTA_VIEWS)}"
             )
         if not 0.0 <= self.overlap < 1.0:
             raise ConfigurationError(f"overlap must be in [0, 1), not {self.overlap}")
@@ -115,7 +116,7 @@ class Predictor:
         self.num_classes = int(settings.get("num_classes", 1))
         self.tile = tuple(int(s) for s in (options.tile or self.preprocessing.image_size))
         self.steps = tuple(max(1, round(t * (1.0 - options.overlap))) for t in self.tile)
-        self.flips = TTA_FLIPS[options.tta]  # the passes per image (benchmarks report them)
+        self.views = TTA_VIEWS[options.tta]  # the passes per image (benchmarks report them)
         threshold = options.threshold
         self.threshold = float(settings.get("threshold", 0.5) if threshold is None else threshold)
         self._window = blending_window(*self.tile).to(self.device)
@@ -144,9 +145,9 @@ class Predictor:
         return torch.from_numpy(self.preprocessing.normalize(image)).to(self.device)[None]
 
     def _forward(self, batch: Tensor) -> Tensor:
-        """Probabilities of a batch, averaged over the TTA flips (each flipped back first)."""
+        """Probabilities of a batch, averaged over the TTA views (each mapped back first)."""
         chunks = [
-            flip_averaged(self.network, chunk, self.options.tta, self.binary)
+            view_averaged(self.network, chunk, self.options.tta, self.binary)
             for chunk in batch.split(self.options.batch_size)
         ]
         return torch.cat(chunks)
