@@ -66,7 +66,10 @@ def new_run_id() -> str:
     inherited = os.environ.get("LIGHTNING_SEG_RUN_ID")
     if inherited and process_rank() > 0:
         return inherited
-    run_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    # Milliseconds keep two runs begun in the same second in the order they began.
+    now = time.time()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    run_id = f"{stamp}-{int(now * 1000) % 1000:03d}-{secrets.token_hex(3)}"
     os.environ["LIGHTNING_SEG_RUN_ID"] = run_id
     return run_id
 

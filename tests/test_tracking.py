@@ -9,12 +9,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from lightning_seg.cli import main, run_cli
 from lightning_seg.runs import offline_runs
+from lightning_seg.tracking import new_run_id
 from tests.cli_helpers import short_fit_args
 from tests.wandb_offline import finished_records, read_offline_run
 
@@ -55,6 +57,15 @@ def test_wandb_run_is_named_grouped_tagged_and_keeps_best_values(tmp_path, monke
     assert images["val/predictions/_type"] == "images/separated"
     assert {"ground_truth", "prediction"} <= set(images["val/predictions/all_masks"][0])
     assert "artifact" in records(first) and "artifact" not in records(second)
+
+
+def test_run_ids_sort_in_the_order_runs_began_even_within_one_second(monkeypatch):
+    ids = []
+    for _ in range(20):
+        monkeypatch.delenv("LIGHTNING_SEG_RUN_ID", raising=False)
+        ids.append(new_run_id())
+        time.sleep(0.002)
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
 
 
 def test_group_tags_and_job_type(tmp_path):

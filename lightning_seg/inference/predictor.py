@@ -116,7 +116,6 @@ class Predictor:
         self.num_classes = int(settings.get("num_classes", 1))
         self.tile = tuple(int(s) for s in (options.tile or self.preprocessing.image_size))
         self.steps = tuple(max(1, round(t * (1.0 - options.overlap))) for t in self.tile)
-        self.views = TTA_VIEWS[options.tta]  # the passes per image (benchmarks report them)
         threshold = options.threshold
         self.threshold = float(settings.get("threshold", 0.5) if threshold is None else threshold)
         self._window = blending_window(*self.tile).to(self.device)
