@@ -116,6 +116,13 @@ class SegmentationTask(LightningModule):
             self.network = self.network.to(memory_format=torch.channels_last)
         if hp.get("compile"):
             self.network.compile()
+        scale = hp.get("encoder_lr_scale", 1.0)
+        if scale != 1.0 and not isinstance(getattr(self.network, "encoder", None), torch.nn.Module):
+            # Here, not when the optimizer is built: a fit fails before it sets up any data.
+            raise ConfigurationError(
+                f"model.encoder_lr_scale={scale} needs a network with an encoder; "
+                f"{hp['model']} has none"
+            )
 
     def configure_losses(self) -> None:
         hp = self.hparams
@@ -253,12 +260,7 @@ class SegmentationTask(LightningModule):
         scale = float(self.hparams.get("encoder_lr_scale", 1.0))
         if scale == 1.0:
             return [{"params": list(self.parameters()), "lr_scale": 1.0}]
-        encoder = getattr(self.network, "encoder", None)
-        if not isinstance(encoder, torch.nn.Module):
-            raise ConfigurationError(
-                f"model.encoder_lr_scale={scale} needs a network with an encoder; "
-                f"{self.hparams['model']} has none"
-            )
+        encoder = self.network.encoder  # configure_models checked that there is one
         in_encoder = {id(p) for p in encoder.parameters()}
         rest = [p for p in self.parameters() if id(p) not in in_encoder]
         return [

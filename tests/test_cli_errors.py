@@ -28,6 +28,14 @@ def test_non_positive_sizes_are_one_line(tiny_fit_args, capsys, flag, names):
     assert names in one_line_error(capsys)
 
 
+def test_an_encoder_learning_rate_scale_for_a_network_without_one_fails_before_any_run(
+    tiny_fit_args, tmp_path, capsys
+):
+    assert exit_status(["fit", *tiny_fit_args, "--model.encoder_lr_scale=0.1"]) == 2
+    assert "encoder_lr_scale=0.1 needs a network with an encoder" in one_line_error(capsys)
+    assert not list(tmp_path.rglob("config.yaml"))  # no run folder was begun
+
+
 def test_non_positive_image_size_is_one_line(tmp_path, capsys):
     from lightning_seg.data import PH2DataModule
     from lightning_seg.errors import ConfigurationError

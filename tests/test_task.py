@@ -139,8 +139,7 @@ def test_the_encoder_learns_at_its_scaled_rate_throughout_the_schedule(monkeypat
 
 def test_an_encoder_learning_rate_scale_needs_a_network_with_an_encoder(monkeypatch):
     monkeypatch.setitem(MODELS, "left_half", lambda in_channels, num_classes: LeftHalf())
-    task = SegmentationTask(model="left_half", encoder_lr_scale=0.1)
     with pytest.raises(ConfigurationError, match=r"encoder_lr_scale=0\.1 needs a network with an"):
-        task.configure_optimizers()
+        SegmentationTask(model="left_half", encoder_lr_scale=0.1)
     with pytest.raises(ConfigurationError, match=r"encoder_lr_scale=0\.0: must be > 0"):
         SegmentationTask(model="unet", encoder_lr_scale=0.0)
