@@ -130,6 +130,7 @@ class RunSummary(Callback):
             self.summary["best_epoch"] = best_row["epoch"]
         if pl_module.hparams.get("num_classes") == 1:
             self.summary["threshold"] = pl_module.hparams.get("threshold")
+            self.summary["tta"] = pl_module.hparams.get("tta", "none")
             tuner = next((c for c in trainer.callbacks if isinstance(c, ThresholdTuner)), None)
             if tuner is not None and tuner.iou is not None:
                 # What test and predict with the best checkpoint will use and (on val) give.
@@ -145,9 +146,11 @@ class RunSummary(Callback):
         tuned = ""
         if "val/iou_tuned" in self.summary:
             threshold, iou = self.summary["threshold"], self.summary["val/iou_tuned"]
+            views = self.summary.get("tta", "none")
+            # Two different measurements: say which is which.
             tuned = (
-                f"(at 0.50; test and predict use the tuned threshold {threshold:.2f}: "
-                f"val/iou_tuned={iou:.4f}) "
+                f"(best epoch, at 0.50, one view; test, validate and predict use threshold "
+                f"{threshold:.2f} and tta={views}: val/iou_tuned={iou:.4f}) "
             )
         return (
             f"fit done: {self.monitor}={score:.4f} {tuned}"
@@ -215,8 +218,11 @@ class ThresholdTuner(Callback):
         ignore_index = pl_module.hparams.get("ignore_index")
         pl_module.eval()
         for batch in trainer.datamodule.val_dataloader():
-            # The probabilities `test` will threshold: with its test-time flips, if any.
-            probs = pl_module.probabilities(batch["image"].to(pl_module.device))[:, 0]
+            # The probabilities `test` will threshold: with its test-time views, if any, and at
+            # its precision (bf16 autocast under bf16-mixed; on_fit_end runs outside it).
+            with trainer.precision_plugin.forward_context():
+                probs = pl_module.probabilities(batch["image"].to(pl_module.device))[:, 0]
+            probs = probs.float()
             mask = batch["mask"].to(pl_module.device)
             valid = (
                 mask != ignore_index

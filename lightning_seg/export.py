@@ -117,6 +117,8 @@ def export_metadata(settings: dict[str, Any], dynamic_spatial: bool, stride: int
         "threshold": str(settings["threshold"]),
         # Not in the graph: apply it to the thresholded mask (lightning_seg.postprocess).
         "postprocess": settings.get("postprocess", "none"),
+        # Not in the graph either: the views test scored with (lightning_seg.tta).
+        "tta": settings.get("tta", "none"),
         "image_size": json.dumps(size),
         "dynamic_spatial": "true" if dynamic_spatial else f"false (H x W fixed at {size})",
         "stride": str(stride),

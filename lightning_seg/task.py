@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from lightning import Callback, LightningModule
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from torchmetrics import MetricCollection
 
@@ -52,8 +53,9 @@ class SegmentationTask(LightningModule):
         channels_last: keep the network and batches in channels-last memory format, which
             oneDNN (CPU) and tensor cores (GPU) run faster (10-35 % per step on CPU here).
         compile: ``torch.compile`` the network (in place, so checkpoints keep their keys).
-        tta: test-time views for ``test`` (and the threshold tuning, so both see the same
-            probabilities): ``none``, ``hflip``, ``vflip``, ``flips`` (all four) or ``d4``
+        tta: test-time views for ``test``, the ``validate`` command and the threshold tuning
+            (so all see the probabilities ``predict`` averages), not the validation of every
+            epoch: ``none``, ``hflip``, ``vflip``, ``flips`` (all four) or ``d4``
             (the flips and their transposes: all eight right-angle symmetries).
         postprocess: ``largest_component`` keeps the largest foreground region of each binary
             prediction and fills its holes (one object per image); validation, ``test`` and
@@ -220,7 +222,7 @@ class SegmentationTask(LightningModule):
         logits = self(batch["image"])
         loss = self.compute_loss(logits, batch)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
-        if stage == "test" and self.hparams.get("tta", "none") != "none":
+        if self.scores_test_time_views(stage):
             labels = self.labels_from_probabilities(self.probabilities(batch["image"]))
         else:
             labels = self.predict_labels(logits)
@@ -228,6 +230,15 @@ class SegmentationTask(LightningModule):
         batch_size = len(batch["image"])
         self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=batch_size)
         return logits
+
+    def scores_test_time_views(self, stage: str) -> bool:
+        """Whether this evaluation averages the ``tta`` views, as ``predict`` does: ``test`` and
+        the ``validate`` command do, so a checkpoint's val score is measured as its test score
+        is; the validation inside ``fit`` runs every epoch and keeps to one view."""
+        if self.hparams.get("tta", "none") == "none":
+            return False
+        fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        return stage == "test" or not fitting
 
     def _log_metrics(self, metrics: MetricCollection) -> None:
         # compute() synchronises the accumulated counts across processes, so the values are the

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from lightning_seg.cli import main, run_cli
-from tests.cli_helpers import exit_status
+from tests.cli_helpers import exit_status, short_fit_args
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSOLE_SCRIPT = Path(sys.executable).parent / "lightning-seg"
@@ -111,6 +111,23 @@ def test_fit_line_and_summary_give_the_iou_at_half_and_the_tuned_one(
     assert f"val/iou_tuned={summary['val/iou_tuned']:.4f}" in line
     state = torch.load(summary["best_checkpoint"], weights_only=True, map_location="cpu")
     assert state["hyper_parameters"]["threshold"] == summary["threshold"]
+
+
+def test_validate_scores_the_best_checkpoint_as_the_threshold_tuner_and_test_do(tmp_path):
+    # Every validation image, the test-time flips and the tuned threshold: `validate` must give
+    # the IoU the tuner reported, not the one-view score of the per-epoch validation.
+    runs = tmp_path / "runs"
+    flags = short_fit_args(runs, "--model.tune_threshold=true", "--model.tta=flips",
+                           epochs=3, train_batches=None, val_batches=None, logger=False)  # fmt: skip
+    run_cli(["fit", *flags])
+    (summary_path,) = runs.rglob("summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary["tta"] == "flips"
+    cli = run_cli(["validate", f"--ckpt_path={summary['best_checkpoint']}",
+                   "--trainer.logger=false", "--trainer.enable_progress_bar=false"])  # fmt: skip
+    assert float(cli.trainer.callback_metrics["val/iou"]) == pytest.approx(
+        summary["val/iou_tuned"], abs=1e-4
+    )
 
 
 def test_test_adds_its_metrics_to_the_fit_runs_wandb_run(tiny_fit_args, tmp_path, monkeypatch):

@@ -254,6 +254,29 @@ def test_blending_window_is_smooth_and_positive() -> None:
     assert torch.allclose(window, window.flip(0)) and torch.allclose(window, window.flip(1))
 
 
+def test_predict_averages_the_views_the_checkpoint_was_tested_with_unless_told_otherwise(
+    binary_ckpt: Path, tmp_path: Path
+) -> None:
+    state = torch.load(binary_ckpt, weights_only=True, map_location="cpu")
+    state["hyper_parameters"]["tta"] = "flips"  # as a fit with --model.tta=flips writes
+    ckpt = tmp_path / "flips.ckpt"
+    torch.save(state, ckpt)
+    image = random_image(48, 40)
+    default = Predictor(ckpt)
+    assert default.tta == "flips"
+    np.testing.assert_array_equal(
+        default.predict_probabilities(image),
+        Predictor(ckpt, tta="flips").predict_probabilities(image),
+    )
+    plain = Predictor(ckpt, tta="none")
+    assert plain.tta == "none"
+    assert (
+        np.abs(plain.predict_probabilities(image) - default.predict_probabilities(image)).max()
+        > 1e-6
+    )
+    assert Predictor(binary_ckpt).tta == "none"  # a checkpoint tested without views
+
+
 def test_tta_of_a_pixelwise_network_equals_none_on_non_square_images() -> None:
     network = Pixelwise(1)
     image = smooth_image(45, 70)

@@ -84,7 +84,8 @@ def inference_settings(ckpt: dict[str, Any], ckpt_path: str | os.PathLike[str]) 
     """How images must be prepared for this checkpoint, and what its outputs mean.
 
     Returns a dict with ``preprocessing`` (:class:`Preprocessing`), ``num_classes``,
-    ``class_names``, ``threshold`` and ``postprocess`` (binary), ``model`` and ``sources``
+    ``class_names``, ``threshold`` and ``postprocess`` (binary), ``tta`` (the test-time views
+    ``test`` scored with), ``model`` and ``sources``
     (where the preprocessing came from: ``checkpoint`` or a default).
     """
     hparams = ckpt.get("hyper_parameters") or {}
@@ -99,6 +100,7 @@ def inference_settings(ckpt: dict[str, Any], ckpt_path: str | os.PathLike[str]) 
         "class_names": [str(n) for n in names],
         "threshold": float(hparams.get("threshold", 0.5)),
         "postprocess": str(hparams.get("postprocess", "none")),
+        "tta": str(hparams.get("tta", "none")),
         "model": str(hparams.get("model", "")),
         "sources": sources,
     }

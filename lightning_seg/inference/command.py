@@ -58,9 +58,10 @@ def predict_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tta",
         choices=list(TTA_VIEWS),
-        default="none",
+        default=None,
         help="test-time augmentation averaged in probability space (flips: id, h, v, hv; "
-        "d4: the flips and their transposes, all 8 right-angle symmetries)",
+        "d4: the flips and their transposes, all 8 right-angle symmetries); default: the "
+        "checkpoint's model.tta, which test scored with",
     )
     parser.add_argument(
         "--sliding-window",

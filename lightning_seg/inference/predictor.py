@@ -30,7 +30,8 @@ class PredictOptions:
     Args:
         tta: test-time augmentation: ``none``, ``hflip``, ``vflip``, ``flips`` (identity,
             horizontal, vertical and both) or ``d4`` (the flips and their transposes: all eight
-            right-angle symmetries), averaged in probability space.
+            right-angle symmetries), averaged in probability space. ``None``: the checkpoint's
+            (``model.tta``, what ``test`` scored and the threshold was tuned with).
         sliding_window: True: always tiles at full resolution; False: always resize to the
             training size; None (auto): tiles if the checkpoint trained on tiles, resize if it
             trained on resized whole images, and when that is unknown, tiles only for images more
@@ -41,7 +42,7 @@ class PredictOptions:
         threshold: binary foreground threshold; the checkpoint's (possibly tuned) by default.
     """
 
-    tta: str = "none"
+    tta: str | None = None
     sliding_window: bool | None = None
     tile: Sequence[int] | None = None
     overlap: float = 0.5
@@ -49,7 +50,7 @@ class PredictOptions:
     threshold: float | None = None
 
     def __post_init__(self) -> None:
-        if self.tta not in TTA_VIEWS:
+        if self.tta is not None and self.tta not in TTA_VIEWS:
             raise ConfigurationError(
                 f"unknown tta {self.tta!r}; choose one of {', '.join(TTA_VIEWS)}"
             )
@@ -118,6 +119,7 @@ class Predictor:
         self.steps = tuple(max(1, round(t * (1.0 - options.overlap))) for t in self.tile)
         threshold = options.threshold
         self.threshold = float(settings.get("threshold", 0.5) if threshold is None else threshold)
+        self.tta = options.tta or str(settings.get("tta", "none"))
         self._window = blending_window(*self.tile).to(self.device)
 
     @property
@@ -146,7 +148,7 @@ class Predictor:
     def _forward(self, batch: Tensor) -> Tensor:
         """Probabilities of a batch, averaged over the TTA views (each mapped back first)."""
         chunks = [
-            view_averaged(self.network, chunk, self.options.tta, self.binary)
+            view_averaged(self.network, chunk, self.tta, self.binary)
             for chunk in batch.split(self.options.batch_size)
         ]
         return torch.cat(chunks)
