@@ -117,8 +117,8 @@ def test_validate_scores_the_best_checkpoint_as_the_threshold_tuner_and_test_do(
     # Every validation image, the test-time flips and the tuned threshold: `validate` must give
     # the IoU the tuner reported, not the one-view score of the per-epoch validation.
     runs = tmp_path / "runs"
-    flags = short_fit_args(runs, "--model.tune_threshold=true", "--model.tta=flips",
-                           epochs=3, train_batches=None, val_batches=None, logger=False)  # fmt: skip
+    flags = short_fit_args(runs, "--model.tune_threshold=true", "--model.tta=flips", epochs=3,
+                           train_batches=None, val_batches=None, logger=False)  # fmt: skip
     run_cli(["fit", *flags])
     (summary_path,) = runs.rglob("summary.json")
     summary = json.loads(summary_path.read_text())
