@@ -259,9 +259,10 @@ class SegmentationCLI(LightningCLI):
         )
         tags = [f"model:{hp['model']}", f"loss:{loss}"]
         args = hp.get("model_args") or {}
-        if encoder := args.get("encoder_name") or args.get("encoder"):
-            tags.append(f"encoder:{encoder}")
-        return tags
+        for part in [args, *(args.get("members") or [])]:  # an ensemble's members too
+            if encoder := part.get("encoder_name") or part.get("encoder"):
+                tags.append(f"encoder:{encoder}")
+        return list(dict.fromkeys(tags))
 
     # ------------------------------------------------------------------ after the run
     @rank_zero_only

@@ -106,6 +106,19 @@ def inference_settings(ckpt: dict[str, Any], ckpt_path: str | os.PathLike[str]) 
     }
 
 
+def without_pretrained_weights(model_args: dict[str, Any]) -> dict[str, Any]:
+    """``model_args`` with every ``encoder_weights`` (an ensemble's members' too) set to None:
+    rebuilding a checkpoint's network must not fetch weights that its own replace at once."""
+    args = dict(model_args)
+    if args.get("encoder_weights") is not None:
+        args["encoder_weights"] = None
+    if isinstance(args.get("members"), list):
+        args["members"] = [
+            without_pretrained_weights(m) if isinstance(m, dict) else m for m in args["members"]
+        ]
+    return args
+
+
 def load_task(
     ckpt_path: str | os.PathLike[str], device: str | torch.device = "cpu"
 ) -> tuple[SegmentationTask, dict[str, Any]]:
@@ -124,10 +137,7 @@ def load_task(
     for key in ("compile", "tune_threshold"):
         if key in hparams:
             hparams[key] = False
-    model_args = dict(hparams.get("model_args") or {})
-    if model_args.get("encoder_weights") is not None:
-        model_args["encoder_weights"] = None
-        hparams["model_args"] = model_args
+    hparams["model_args"] = without_pretrained_weights(hparams.get("model_args") or {})
     try:
         task = SegmentationTask(**hparams)
     except (TypeError, ValueError) as error:

@@ -11,6 +11,7 @@ from torch import nn
 
 from lightning_seg.errors import unknown_choice
 from lightning_seg.models.base import AuxiliaryOutput
+from lightning_seg.models.ensemble import Ensemble
 from lightning_seg.models.pspnet import PSPNet
 from lightning_seg.models.segnet import SegNet
 from lightning_seg.models.smp import SMPModel
@@ -31,6 +32,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "pspnet": PSPNet,
     # Any segmentation_models_pytorch architecture + encoder; local encoder_weights files too.
     "smp": SMPModel,
+    # Two or more of the above trained side by side, predicting their mean logits.
+    "ensemble": Ensemble,
 }
 
 

@@ -14,7 +14,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from lightning_seg.models import MODELS, build_model
 
 # Arguments that make every registered network buildable here: no weight downloads for a listing.
-LISTING_ARGS: dict[str, dict[str, Any]] = {"smp": {"encoder_weights": None}}
+LISTING_ARGS: dict[str, dict[str, Any]] = {
+    "smp": {"encoder_weights": None},
+    "ensemble": {"members": [{"model": "unet"}, {"model": "segnet"}]},  # an example pair
+}
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -19,6 +19,12 @@ SMALL_ARGS: dict[str, dict] = {
     "segnet_upsample": {"base_channels": 4},
     "pspnet": {"base_channels": 8, "layers": [1, 1, 1, 1]},
     "smp": {"arch": "Unet", "encoder_name": "resnet18", "encoder_weights": None},
+    "ensemble": {
+        "members": [
+            {"model": "unet", "depth": 2, "base_channels": 4},
+            {"model": "segnet", "base_channels": 4},
+        ]
+    },
 }
 
 
