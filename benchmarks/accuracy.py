@@ -37,7 +37,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PH2_EXPERIMENTS = (
     "segnet_bce", "segnet_dice", "segnet_focal", "segnet_wsr",
     "unet_bce", "unet_upsample_bce", "unet_convpool_bce", "unet_boundary",
-    "smp_unet_effl0", "smp_unet_effl2", "smp_unet_resnext50",
+    "smp_unet_effl0", "smp_unet_effl2", "smp_unet_resnext50", "smp_unet_lite_ensemble",
 )  # fmt: skip
 
 #: Val IoU of the source notebooks (40 epochs, AdamW), beside which the table puts ours.
