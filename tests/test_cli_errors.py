@@ -36,6 +36,16 @@ def test_an_encoder_learning_rate_scale_for_a_network_without_one_fails_before_a
     assert not list(tmp_path.rglob("config.yaml"))  # no run folder was begun
 
 
+def test_a_model_argument_the_network_does_not_take_fails_in_one_line_before_any_run(
+    tiny_fit_args, tmp_path, capsys
+):
+    # The quickstart's U-Net arguments (depth, base_channels) mean nothing to SegNet.
+    assert exit_status(["fit", *tiny_fit_args, "--model.model=segnet"]) == 2
+    line = one_line_error(capsys)
+    assert "model_args for model 'segnet'" in line and "'depth'" in line
+    assert not list(tmp_path.rglob("config.yaml"))
+
+
 def test_non_positive_image_size_is_one_line(tmp_path, capsys):
     from lightning_seg.data import PH2DataModule
     from lightning_seg.errors import ConfigurationError

@@ -3,13 +3,14 @@
 Every network maps ``in_channels`` to ``num_classes`` logits of shape N x C x H x W.
 """
 
+import inspect
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from torch import nn
 
-from lightning_seg.errors import unknown_choice
+from lightning_seg.errors import ConfigurationError, unknown_choice
 from lightning_seg.models.base import AuxiliaryOutput
 from lightning_seg.models.ensemble import Ensemble
 from lightning_seg.models.pspnet import PSPNet
@@ -41,7 +42,12 @@ def build_model(name: str, in_channels: int, num_classes: int, **kwargs: Any) ->
     """Build the network registered as ``name``; unknown names list the valid ones."""
     if name not in MODELS:
         raise unknown_choice("model", name, list(MODELS))
-    return MODELS[name](in_channels=in_channels, num_classes=num_classes, **kwargs)
+    builder = MODELS[name]
+    try:  # an argument the network does not take, named before anything is built
+        inspect.signature(builder).bind(in_channels=in_channels, num_classes=num_classes, **kwargs)
+    except TypeError as error:
+        raise ConfigurationError(f"model_args for model {name!r}: {error}") from None
+    return builder(in_channels=in_channels, num_classes=num_classes, **kwargs)
 
 
 __all__ = ["MODELS", "AuxiliaryOutput", "UNet", "build_model"]

@@ -54,7 +54,7 @@ class Ensemble(nn.Module):
         from lightning_seg.models import build_model  # the registry imports this module
 
         super().__init__()
-        specs = [dict(spec) for spec in members or []]
+        specs = list(members or [])
         if len(specs) < 2:
             raise ConfigurationError(
                 "model_args.members: an ensemble needs two or more members, each "
@@ -62,6 +62,11 @@ class Ensemble(nn.Module):
             )
         built = []
         for i, spec in enumerate(specs):
+            if not isinstance(spec, Mapping):
+                raise ConfigurationError(
+                    f"model_args.members[{i}]: {spec!r} is not {{model: <network name>, ...}}"
+                )
+            spec = dict(spec)
             name = spec.pop("model", None)
             if not isinstance(name, str) or name == "ensemble":
                 raise ConfigurationError(
@@ -70,8 +75,8 @@ class Ensemble(nn.Module):
                 )
             try:
                 built.append(build_model(name, in_channels, num_classes, **spec))
-            except (ConfigurationError, TypeError) as error:  # TypeError: an unknown argument
-                raise ConfigurationError(f"model_args.members[{i}]: {error}") from None
+            except ConfigurationError as error:  # its own kind: weights that cannot download
+                raise type(error)(f"model_args.members[{i}]: {error}") from None
         self.members = nn.ModuleList(built)
         self.input_normalization = shared_normalization(built)
         # Inputs reach every member: they must be a multiple of every member's stride.

@@ -73,6 +73,7 @@ def test_the_ensemble_pads_inputs_for_its_coarsest_member():
         ([], "two or more members"),
         (TWO_TINY[:1], "two or more members"),
         ([TWO_TINY[0], {"depth": 2}], "members[1]: needs model"),
+        ([TWO_TINY[0], "unet"], "members[1]: 'unet' is not {model:"),
         ([TWO_TINY[0], {"model": "ensemble", "members": TWO_TINY}], "not an ensemble"),
         ([TWO_TINY[0], {"model": "unett"}], "members[1]: unknown model 'unett'"),
         ([TWO_TINY[0], {"model": "unet", "widht": 2}], "members[1]: "),
