@@ -39,6 +39,7 @@ from lightning_seg.experiments import (
     EVALUATING,
     checkpoint_run_dir,
     expand_experiment,
+    option,
     with_checkpoint_config,
 )
 from lightning_seg.images import PredictionImages
@@ -55,6 +56,9 @@ from lightning_seg.tracking import (
 )
 
 LINKED_FROM_DATA = ("num_classes", "in_channels", "ignore_index", "class_names", "class_weights")
+# How a checkpoint's weights are evaluated, not what they are: `test --ckpt_path C
+# --model.tta=none` (or --model.threshold, --model.postprocess) overrides the checkpoint's value.
+EVALUATION_SETTINGS = ("tta", "threshold", "postprocess")
 # Errors about the user's configuration or data: one line on stderr and exit status 2, never a
 # traceback from deep inside a library.
 USER_ERRORS = (ConfigurationError, DataError, DownloadError)
@@ -124,8 +128,10 @@ class SegmentationCLI(LightningCLI):
             parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
 
     def _parse_ckpt_path(self) -> None:
-        # Lightning re-applies the checkpoint's hyperparameters to the config; the ones the data
-        # defines are links, not settings, and must be left to the datamodule.
+        # Lightning re-applies the checkpoint's hyperparameters to the config (its tuned
+        # threshold beats the run config's 0.5); the ones the data defines are links, not
+        # settings, and must be left to the datamodule; and how to evaluate the weights
+        # (EVALUATION_SETTINGS) stays the user's choice when a flag names it.
         ckpt_path = self.config.get(str(self.config.get("subcommand")), {}).get("ckpt_path")
         if not ckpt_path:
             return
@@ -142,6 +148,9 @@ class SegmentationCLI(LightningCLI):
         self.check_classes(ckpt_path, hparams.get("num_classes"))
         for key in (*LINKED_FROM_DATA, "_instantiator", "_class_path"):
             hparams.pop(key, None)
+        for key in EVALUATION_SETTINGS:  # given on the command line: the user's value wins
+            if option(sys.argv[1:], f"--model.{key}") is not None:
+                hparams.pop(key, None)
         if hparams:
             self.config = self.parser.parse_object(
                 {self.config.subcommand: {"model": hparams}}, self.config

@@ -130,6 +130,19 @@ def test_validate_scores_the_best_checkpoint_as_the_threshold_tuner_and_test_do(
     )
 
 
+def test_evaluation_flags_on_the_command_line_win_over_the_checkpoints_values(
+    tiny_fit_args, tmp_path
+):
+    run = fit_run(tiny_fit_args, tmp_path / "runs", "--model.tune_threshold=true")
+    summary = json.loads((run / "summary.json").read_text())
+    base = ["validate", f"--ckpt_path={summary['best_checkpoint']}", "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false"]  # fmt: skip
+    stored = run_cli(base).model.hparams
+    assert (stored["tta"], stored["threshold"]) == ("none", summary["threshold"])  # not 0.5
+    told = run_cli([*base, "--model.tta=hflip", "--model.threshold=0.9"]).model.hparams
+    assert (told["tta"], told["threshold"]) == ("hflip", 0.9)
+
+
 def test_test_adds_its_metrics_to_the_fit_runs_wandb_run(tiny_fit_args, tmp_path, monkeypatch):
     from tests.wandb_offline import read_offline_run
 
