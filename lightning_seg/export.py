@@ -70,8 +70,13 @@ class ExportModule(nn.Module):
 
 
 def fixed_size_reason(network: nn.Module) -> str | None:
-    """Why H x W must be fixed in ONNX, or None: adaptive pooling to more than one bin."""
+    """Why H x W must be fixed in ONNX, or None: adaptive pooling to more than one bin, or
+    timm's TensorFlow-style "same" padding (``Conv2dSame``, ``AvgPool2dSame``...: the
+    EfficientNet-Lite encoders), which pads by the input size at run time; with symbolic H and
+    W the exporter's shape reasoning did not finish in 15 minutes for one Lite0 U-Net."""
     for name, module in network.named_modules():
+        if type(module).__name__.endswith("2dSame"):
+            return f"{name} is {type(module).__name__} (padding computed from the input size)"
         if isinstance(module, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d):
             size = module.output_size
             sizes = size if isinstance(size, tuple | list) else (size, size)

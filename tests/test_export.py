@@ -108,6 +108,18 @@ def test_pspnet_onnx_fixes_the_spatial_size(tmp_path: Path) -> None:
     assert fixed_size_reason(NETWORKS["unet"]()) is None
 
 
+def test_tensorflow_same_padding_fixes_the_spatial_size_and_exports_at_it(tmp_path: Path) -> None:
+    # timm's Conv2dSame (the EfficientNet-Lite encoders' stem) pads by the input size at run
+    # time; with symbolic H x W the exporter's shape reasoning did not finish.
+    from timm.layers import Conv2dSame
+
+    network = nn.Sequential(Conv2dSame(3, 4, 3, stride=2), nn.Upsample(scale_factor=2),
+                            nn.Conv2d(4, 1, 1)).eval()  # fmt: skip
+    assert "Conv2dSame" in (fixed_size_reason(network) or "")
+    result = export_onnx(network, tmp_path / "same.onnx", SETTINGS, (32, 32), check=True)
+    assert not result["dynamic_spatial"] and result["max_abs_diff"] < 1e-4
+
+
 @pytest.mark.parametrize("name", ["unet", "pspnet"])
 def test_torchscript_matches_pytorch(name: str, tmp_path: Path) -> None:
     network = calibrated(NETWORKS[name]())
