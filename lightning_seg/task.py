@@ -173,11 +173,13 @@ class SegmentationTask(LightningModule):
         output = self.run_network(images)
         return output.logits if isinstance(output, AuxiliaryOutput) else output
 
-    def probabilities(self, images: Tensor, tta: str | None = None) -> Tensor:
-        """Probabilities N x C x H x W, averaged over the test-time views (``hparams.tta``)."""
-        return view_averaged(
-            self, images, tta or self.hparams.get("tta", "none"), self.mode == "binary"
-        )
+    def probabilities(
+        self, images: Tensor, tta: str | None = None, logits: Tensor | None = None
+    ) -> Tensor:
+        """Probabilities N x C x H x W, averaged over the test-time views (``hparams.tta``);
+        ``logits`` of ``images`` as they are, if already computed, spare one forward pass."""
+        views = tta or self.hparams.get("tta", "none")
+        return view_averaged(self, images, views, self.mode == "binary", logits)
 
     def predict_labels(self, logits: Tensor) -> Tensor:
         """Hard labels N x H x W: thresholded probability (binary) or argmax (multiclass)."""
@@ -223,7 +225,8 @@ class SegmentationTask(LightningModule):
         loss = self.compute_loss(logits, batch)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         if self.scores_test_time_views(stage):
-            labels = self.labels_from_probabilities(self.probabilities(batch["image"]))
+            probs = self.probabilities(batch["image"], logits=logits)
+            labels = self.labels_from_probabilities(probs)
         else:
             labels = self.predict_labels(logits)
         metrics.update(labels, batch["mask"])

@@ -58,13 +58,22 @@ def activate(logits: Tensor, binary: bool) -> Tensor:
 
 
 def view_averaged(
-    network: Callable[[Tensor], Tensor], images: Tensor, tta: str, binary: bool
+    network: Callable[[Tensor], Tensor],
+    images: Tensor,
+    tta: str,
+    binary: bool,
+    logits: Tensor | None = None,
 ) -> Tensor:
-    """Probabilities N x C x H x W of ``network`` averaged over the views ``tta`` names."""
+    """Probabilities N x C x H x W of ``network`` averaged over the views ``tta`` names.
+
+    ``logits``: the network's output on ``images`` as they are, when the caller already has it
+    (``test`` computed it for the loss), so the identity view is not run a second time.
+    """
     views = TTA_VIEWS[tta]
     total: Tensor | None = None
     for view in views:
-        out = view.invert(activate(network(view.apply(images)), binary))
+        known = logits is not None and view == _IDENTITY
+        out = view.invert(activate(logits if known else network(view.apply(images)), binary))
         total = out if total is None else total.add_(out)
     assert total is not None
     return total.div_(len(views))

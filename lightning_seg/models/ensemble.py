@@ -11,6 +11,7 @@ member learns to lean on another. In eval mode it returns the mean logits, so va
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -79,13 +80,8 @@ class Ensemble(nn.Module):
                 raise type(error)(f"model_args.members[{i}]: {error}") from None
         self.members = nn.ModuleList(built)
         self.input_normalization = shared_normalization(built)
-        # Inputs reach every member: they must be a multiple of every member's stride.
-        strides = [int(getattr(m, "stride", 1) or 1) for m in built]
-        self.stride = max(strides)
-        if any(self.stride % s for s in strides):
-            raise ConfigurationError(
-                f"model_args.members have strides {strides} that do not divide each other"
-            )
+        # Inputs reach every member: a multiple of every member's stride suits them all.
+        self.stride = math.lcm(*(int(getattr(m, "stride", 1) or 1) for m in built))
 
     def forward(self, x: Tensor) -> Tensor | AuxiliaryOutput:
         outputs = [member(x) for member in self.members]
