@@ -32,6 +32,10 @@ __all__ = ["FileDataModule", "Pair"]
 log = logging.getLogger(__name__)
 
 
+#: Albumentations transforms that can turn an image on its side (H x W -> W x H).
+AXIS_SWAPPING = frozenset({"RandomRotate90", "Transpose", "D4", "SquareSymmetry"})
+
+
 class FileDataModule(SegmentationDataModule):
     """A dataset of image and mask files on disk.
 
@@ -97,8 +101,9 @@ class FileDataModule(SegmentationDataModule):
             "val": val_transforms or [],
             "test": test_transforms or [],
         }
-        for spec in self.transform_specs.values():
+        for split, spec in self.transform_specs.items():
             build_transform(spec)  # fail at configuration time, not in a worker
+            self.check_batchable(split, spec)
         self.cache = cache
         self.skip_invalid = skip_invalid
         self.seed = seed
@@ -112,7 +117,25 @@ class FileDataModule(SegmentationDataModule):
         height, width = self.preprocessing.image_size
         square = height == width
         return [t for t in self.default_train_transforms
-                if square or t["name"] != "RandomRotate90"]  # fmt: skip
+                if square or t["name"] not in AXIS_SWAPPING]  # fmt: skip
+
+    def check_batchable(self, split: str, spec: TransformSpec) -> None:
+        """A transform that can swap height and width turns some samples of a non-square size
+        on their side, and the batch then fails to stack, inside a worker, mid-epoch.
+
+        The size is followed through crops and resizes, so a square crop may be rotated."""
+        height, width = self.preprocessing.image_size
+        for item in spec:
+            if "height" in item and "width" in item:
+                height, width = item["height"], item["width"]
+            elif isinstance(item.get("size"), (list, tuple)) and len(item["size"]) == 2:
+                height, width = item["size"]
+            if item.get("name") in AXIS_SWAPPING and height != width:
+                raise ConfigurationError(
+                    f"data.{split}_transforms: {item['name']} can swap height and width, so a "
+                    f"batch of {height} x {width} images would not stack; use a square size "
+                    f"or drop {item['name']}"
+                )
 
     @property
     def mask_decoder(self) -> MaskDecoder:

@@ -107,6 +107,16 @@ def test_unknown_transform_is_a_configuration_error():
         FolderDataModule(train_transforms=[{"name": "HorizontalFlipp"}])
 
 
+def test_a_rotation_of_non_square_images_fails_when_configured_not_when_batched():
+    rotate = {"name": "RandomRotate90", "p": 0.5}
+    with pytest.raises(ConfigurationError, match=r"train_transforms: RandomRotate90 .* 32 x 48"):
+        FolderDataModule(image_size=(32, 48), train_transforms=[rotate])
+    # A square crop first makes the rotation safe; square images never needed one.
+    crop = {"name": "RandomCrop", "height": 32, "width": 32}
+    FolderDataModule(image_size=(32, 48), train_transforms=[crop, rotate])
+    FolderDataModule(image_size=32, train_transforms=[rotate])
+
+
 # ----------------------------------------------------------------------------- bad data
 def corrupt(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
