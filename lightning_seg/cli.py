@@ -44,7 +44,7 @@ from lightning_seg.experiments import (
 )
 from lightning_seg.images import PredictionImages
 from lightning_seg.inference import load_checkpoint
-from lightning_seg.precision import fast_precision
+from lightning_seg.precision import SPEEDUP_VARIABLE, fast_precision
 from lightning_seg.task import SegmentationTask
 from lightning_seg.tracking import (
     TrackingOptions,
@@ -177,7 +177,9 @@ class SegmentationCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.get("auto_precision") and config.trainer.get("precision") is None:
             config.trainer.precision = fast_precision(config.trainer.get("accelerator"))
-            rank_zero_info(f"auto_precision: {config.trainer.precision} on this hardware")
+            speedup = os.environ.get(SPEEDUP_VARIABLE)
+            measured = f" (a bf16 step measured {speedup}x as fast as fp32)" if speedup else ""
+            rank_zero_info(f"auto_precision: {config.trainer.precision} on this hardware{measured}")
 
     def after_instantiate_classes(self) -> None:
         # A pretrained encoder is fed the normalisation it was trained with; the datamodule

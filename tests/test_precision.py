@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import yaml
@@ -10,10 +12,42 @@ from lightning_seg import precision
 from lightning_seg.cli import run_cli
 
 
-@pytest.mark.parametrize(("amx", "expected"), [(True, "bf16-mixed"), (False, "32-true")])
-def test_cpu_runs_bf16_only_with_amx(monkeypatch, amx, expected):
+@pytest.fixture(autouse=True)
+def no_measured_speedup(monkeypatch):
+    """Each test measures (or fakes) the bf16 speed-up afresh."""
+    monkeypatch.delenv(precision.SPEEDUP_VARIABLE, raising=False)
+
+
+@pytest.mark.parametrize(
+    ("amx", "avx512_bf16", "speedup", "expected"),
+    [
+        (True, True, 0.5, "bf16-mixed"),  # AMX: fast without measuring
+        (False, True, 1.7, "bf16-mixed"),  # AVX512-BF16 that measures fast (AMD EPYC, torch 2.15)
+        (False, True, 0.8, "32-true"),  # AVX512-BF16 that measures slow
+        (False, False, 9.9, "32-true"),  # no bf16 instructions: never measured, never bf16
+    ],
+)
+def test_cpu_runs_bf16_where_it_is_native_and_fast(
+    monkeypatch, amx, avx512_bf16, speedup, expected
+):
     monkeypatch.setattr(precision, "cpu_has_amx", lambda: amx)
+    monkeypatch.setattr(precision, "cpu_has_avx512_bf16", lambda: avx512_bf16)
+    monkeypatch.setattr(precision, "_conv_step_seconds", lambda bf16: 1.0 if bf16 else speedup)
     assert precision.fast_precision("cpu") == expected
+
+
+def test_the_speedup_is_measured_once_and_shared_with_child_processes(monkeypatch):
+    calls = []
+    monkeypatch.setattr(precision, "_conv_step_seconds", lambda bf16: calls.append(bf16) or 1.0)
+    assert precision.measured_bf16_speedup() == 1.0 and len(calls) == 2
+    assert os.environ[precision.SPEEDUP_VARIABLE] == "1.00"  # what DDP's ranks inherit
+    monkeypatch.setenv(precision.SPEEDUP_VARIABLE, "1.75")
+    assert precision.measured_bf16_speedup() == 1.75 and len(calls) == 2
+
+
+def test_the_probe_times_real_steps_in_both_precisions():
+    assert precision._conv_step_seconds(bf16=False, repeats=1) > 0
+    assert precision._conv_step_seconds(bf16=True, repeats=1) > 0
 
 
 def test_gpu_without_bf16_gets_fp16_mixed(monkeypatch):
@@ -30,12 +64,14 @@ def saved_precision(tmp_path):
 
 def test_auto_precision_is_resolved_and_recorded(tiny_fit_args, tmp_path, monkeypatch):
     monkeypatch.setattr(precision, "cpu_has_amx", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_avx512_bf16", lambda: False)
     cli = run_cli(["fit", *tiny_fit_args, "--trainer.max_epochs=1", "--auto_precision=true"])
     assert cli.trainer.precision == "32-true" and saved_precision(tmp_path) == "32-true"
 
 
 def test_an_explicit_precision_wins_over_auto(tiny_fit_args, tmp_path, monkeypatch):
     monkeypatch.setattr(precision, "cpu_has_amx", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_avx512_bf16", lambda: False)
     flags = ["--trainer.max_epochs=1", "--auto_precision=true", "--trainer.precision=bf16-mixed"]
     cli = run_cli(["fit", *tiny_fit_args, *flags])
     assert cli.trainer.precision == "bf16-mixed" and saved_precision(tmp_path) == "bf16-mixed"
