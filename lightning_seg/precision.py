@@ -17,6 +17,8 @@ import time
 
 import torch
 
+from lightning_seg.errors import ConfigurationError
+
 #: Environment variable holding the measured bf16 speed-up, so every process of a run (DDP ranks,
 #: spawned after the first measured it) chooses the same precision; set it to skip the probe.
 SPEEDUP_VARIABLE = "LIGHTNING_SEG_BF16_SPEEDUP"
@@ -60,8 +62,14 @@ def measured_bf16_speedup() -> float:
     faster); measured once per process tree, then read from :data:`SPEEDUP_VARIABLE`."""
     known = os.environ.get(SPEEDUP_VARIABLE)
     if known:
-        return float(known)
-    speedup = _conv_step_seconds(bf16=False) / _conv_step_seconds(bf16=True)
+        try:
+            return float(known)
+        except ValueError:
+            raise ConfigurationError(
+                f"{SPEEDUP_VARIABLE}={known!r} is not a number (bf16 speed-up over fp32, e.g. 1.7)"
+            ) from None
+    with torch.random.fork_rng(devices=[]):  # the probe must not move the run's seeded RNG
+        speedup = _conv_step_seconds(bf16=False) / _conv_step_seconds(bf16=True)
     os.environ[SPEEDUP_VARIABLE] = f"{speedup:.2f}"
     return speedup
 

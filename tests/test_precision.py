@@ -10,6 +10,7 @@ import yaml
 
 from lightning_seg import precision
 from lightning_seg.cli import run_cli
+from lightning_seg.errors import ConfigurationError
 
 
 @pytest.fixture(autouse=True)
@@ -45,9 +46,18 @@ def test_the_speedup_is_measured_once_and_shared_with_child_processes(monkeypatc
     assert precision.measured_bf16_speedup() == 1.75 and len(calls) == 2
 
 
-def test_the_probe_times_real_steps_in_both_precisions():
-    assert precision._conv_step_seconds(bf16=False, repeats=1) > 0
-    assert precision._conv_step_seconds(bf16=True, repeats=1) > 0
+def test_the_probe_times_real_steps_and_leaves_the_seeded_random_state_alone():
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    assert precision.measured_bf16_speedup() > 0
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_speedup_that_is_not_a_number_fails_in_one_line(monkeypatch):
+    monkeypatch.setenv(precision.SPEEDUP_VARIABLE, "fast")
+    with pytest.raises(ConfigurationError, match="LIGHTNING_SEG_BF16_SPEEDUP='fast'"):
+        precision.measured_bf16_speedup()
 
 
 def test_gpu_without_bf16_gets_fp16_mixed(monkeypatch):
