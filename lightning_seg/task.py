@@ -55,8 +55,9 @@ class SegmentationTask(LightningModule):
         compile: ``torch.compile`` the network (in place, so checkpoints keep their keys).
         tta: test-time views for ``test``, the ``validate`` command and the threshold tuning
             (so all see the probabilities ``predict`` averages), not the validation of every
-            epoch: ``none``, ``hflip``, ``vflip``, ``flips`` (all four) or ``d4``
-            (the flips and their transposes: all eight right-angle symmetries).
+            epoch: ``none``, ``hflip``, ``vflip``, ``flips`` (all four), ``d4`` (the flips and
+            their transposes: all eight right-angle symmetries) or ``flips_scales`` (the flips
+            at 7/8, 1 and 9/8 of the input size).
         postprocess: ``largest_component`` keeps the largest foreground region of each binary
             prediction and fills its holes (one object per image); validation, ``test`` and
             ``predict`` all apply it. ``none`` by default.

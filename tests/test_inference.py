@@ -288,6 +288,18 @@ def test_tta_of_a_pixelwise_network_equals_none_on_non_square_images() -> None:
         np.testing.assert_allclose(result, results[0], atol=1e-6)
 
 
+def test_multiscale_tta_predicts_at_the_original_resolution_close_to_one_scale() -> None:
+    """``flips_scales`` resizes the network input, then the probabilities back: on a smooth image
+    a pixel-wise network's map stays close to the one-scale one, at the image's own size."""
+    settings = settings_for(size=(128, 128))
+    image = smooth_image(90, 140)
+    one = Predictor.from_network(Pixelwise(1), settings, tta="none").predict_probabilities(image)
+    multi = Predictor.from_network(Pixelwise(1), settings, tta="flips_scales")
+    probs = multi.predict_probabilities(image)
+    assert probs.shape == one.shape == (1, 90, 140)
+    assert 0 < np.abs(probs - one).max() < 0.05
+
+
 def test_resize_path_upsamples_probabilities() -> None:
     predictor = Predictor.from_network(Pixelwise(1), settings_for(size=(32, 32)))
     image = smooth_image(50, 37)

@@ -1,4 +1,5 @@
-"""Test-time views: each maps back exactly, and ``d4`` covers the eight symmetries of the square."""
+"""Test-time views: each maps back exactly, ``d4`` covers the eight symmetries of the square, and
+``flips_scales`` runs the flips at three input sizes."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from lightning_seg.tta import TTA_VIEWS, view_averaged
+from lightning_seg.tta import TTA_VIEWS, rescaled_size, view_averaged
 
 
 @pytest.mark.parametrize("tta", list(TTA_VIEWS))
@@ -37,3 +38,50 @@ def test_d4_averages_a_position_dependent_network_into_a_symmetric_map() -> None
     assert not torch.allclose(averaged, torch.sigmoid(ramp))
     for other in (averaged.transpose(2, 3), averaged.flip(2), averaged.flip(3)):
         assert torch.allclose(averaged, other, atol=1e-6)
+
+
+def test_rescaled_sizes_stay_multiples_of_the_network_stride() -> None:
+    assert rescaled_size((256, 256), 0.875) == (224, 224)
+    assert rescaled_size((256, 352), 1.125) == (288, 384)
+    assert rescaled_size((20, 300), 0.875) == (32, 256)
+
+
+def test_flips_scales_runs_each_flip_at_three_sizes_and_maps_back_to_the_input_size() -> None:
+    seen: list[tuple[int, int]] = []
+
+    def recorder(images: Tensor) -> Tensor:
+        seen.append((images.shape[-2], images.shape[-1]))
+        return images[:, :1]
+
+    images = torch.rand(2, 3, 256, 384)
+    averaged = view_averaged(recorder, images, "flips_scales", binary=True)
+    assert averaged.shape == (2, 1, 256, 384)
+    assert sorted(set(seen)) == [(224, 320), (256, 384), (288, 448)]
+    assert len(seen) == 12
+
+
+def test_flips_scales_of_a_smooth_image_matches_flips_closely_but_not_exactly() -> None:
+    """Resizing a smooth image down and back loses little, so a pixel-wise network's averaged
+    map stays close to the one-size average; a ramp in x stays a ramp in x."""
+    ramp = torch.linspace(-2, 2, 96).view(1, 1, 1, 96).expand(1, 3, 64, 96).contiguous()
+
+    def pixelwise(images: Tensor) -> Tensor:
+        return images[:, :1] * 3
+
+    multi = view_averaged(pixelwise, ramp, "flips_scales", binary=True)
+    single = view_averaged(pixelwise, ramp, "flips", binary=True)
+    assert not torch.equal(multi, single)
+    assert torch.allclose(multi, single, atol=0.05)
+
+
+def test_known_logits_replace_only_the_identity_view_at_the_input_size() -> None:
+    calls: list[tuple[int, int]] = []
+
+    def network(images: Tensor) -> Tensor:
+        calls.append((images.shape[-2], images.shape[-1]))
+        return images[:, :1]
+
+    images = torch.rand(1, 3, 256, 256)
+    view_averaged(network, images, "flips_scales", binary=True, logits=images[:, :1])
+    assert len(calls) == 11
+    assert calls.count((256, 256)) == 3

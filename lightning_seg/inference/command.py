@@ -60,7 +60,8 @@ def predict_parser() -> argparse.ArgumentParser:
         choices=list(TTA_VIEWS),
         default=None,
         help="test-time augmentation averaged in probability space (flips: id, h, v, hv; "
-        "d4: the flips and their transposes, all 8 right-angle symmetries); default: the "
+        "d4: the flips and their transposes, all 8 right-angle symmetries; flips_scales: the "
+        "flips at 7/8, 1 and 9/8 of the input size); default: the "
         "checkpoint's model.tta, which test scored with",
     )
     parser.add_argument(

@@ -29,8 +29,9 @@ class PredictOptions:
 
     Args:
         tta: test-time augmentation: ``none``, ``hflip``, ``vflip``, ``flips`` (identity,
-            horizontal, vertical and both) or ``d4`` (the flips and their transposes: all eight
-            right-angle symmetries), averaged in probability space. ``None``: the checkpoint's
+            horizontal, vertical and both), ``d4`` (the flips and their transposes: all eight
+            right-angle symmetries) or ``flips_scales`` (the flips at 7/8, 1 and 9/8 of the
+            input size), averaged in probability space. ``None``: the checkpoint's
             (``model.tta``, what ``test`` scored and the threshold was tuned with).
         sliding_window: True: always tiles at full resolution; False: always resize to the
             training size; None (auto): tiles if the checkpoint trained on tiles, resize if it
