@@ -67,7 +67,8 @@ def probe_speedup(rounds: int = 5) -> float:
     bf16 after, once read 0.49x on a CPU where eight other probes read 1.56-1.76x.
     """
     net, images = _conv_net_and_images()
-    _step_seconds(net, images, bf16=False), _step_seconds(net, images, bf16=True)
+    for bf16 in (False, True):
+        _step_seconds(net, images, bf16)
     fp32, bf16 = [], []
     for _ in range(rounds):
         fp32.append(_step_seconds(net, images, bf16=False))

@@ -291,12 +291,12 @@ def test_tta_of_a_pixelwise_network_equals_none_on_non_square_images() -> None:
 def test_multiscale_tta_predicts_at_the_original_resolution_close_to_one_scale() -> None:
     """``flips_scales`` resizes the network input, then the probabilities back: on a smooth image
     a pixel-wise network's map stays close to the one-scale one, at the image's own size."""
-    settings = settings_for(size=(128, 128))
-    image = smooth_image(90, 140)
+    settings = settings_for(size=(256, 256))  # 7/8 and 9/8 of it: 224 and 288
+    image = smooth_image(180, 280)
     one = Predictor.from_network(Pixelwise(1), settings, tta="none").predict_probabilities(image)
     multi = Predictor.from_network(Pixelwise(1), settings, tta="flips_scales")
     probs = multi.predict_probabilities(image)
-    assert probs.shape == one.shape == (1, 90, 140)
+    assert probs.shape == one.shape == (1, 180, 280)
     assert 0 < np.abs(probs - one).max() < 0.05
 
 

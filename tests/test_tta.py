@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from torch import Tensor
@@ -46,13 +48,19 @@ def test_rescaled_sizes_stay_multiples_of_the_network_stride() -> None:
     assert rescaled_size((20, 300), 0.875) == (32, 256)
 
 
-def test_flips_scales_runs_each_flip_at_three_sizes_and_maps_back_to_the_input_size() -> None:
-    seen: list[tuple[int, int]] = []
+def size_recorder(seen: list[tuple[int, int]]) -> Callable[[Tensor], Tensor]:
+    """A stand-in network that notes the size of every input it is run on."""
 
-    def recorder(images: Tensor) -> Tensor:
+    def network(images: Tensor) -> Tensor:
         seen.append((images.shape[-2], images.shape[-1]))
         return images[:, :1]
 
+    return network
+
+
+def test_flips_scales_runs_each_flip_at_three_sizes_and_maps_back_to_the_input_size() -> None:
+    seen: list[tuple[int, int]] = []
+    recorder = size_recorder(seen)
     images = torch.rand(2, 3, 256, 384)
     averaged = view_averaged(recorder, images, "flips_scales", binary=True)
     assert averaged.shape == (2, 1, 256, 384)
@@ -63,7 +71,7 @@ def test_flips_scales_runs_each_flip_at_three_sizes_and_maps_back_to_the_input_s
 def test_flips_scales_of_a_smooth_image_matches_flips_closely_but_not_exactly() -> None:
     """Resizing a smooth image down and back loses little, so a pixel-wise network's averaged
     map stays close to the one-size average; a ramp in x stays a ramp in x."""
-    ramp = torch.linspace(-2, 2, 96).view(1, 1, 1, 96).expand(1, 3, 64, 96).contiguous()
+    ramp = torch.linspace(-2, 2, 384).view(1, 1, 1, 384).expand(1, 3, 256, 384).contiguous()
 
     def pixelwise(images: Tensor) -> Tensor:
         return images[:, :1] * 3
@@ -76,12 +84,15 @@ def test_flips_scales_of_a_smooth_image_matches_flips_closely_but_not_exactly() 
 
 def test_known_logits_replace_only_the_identity_view_at_the_input_size() -> None:
     calls: list[tuple[int, int]] = []
-
-    def network(images: Tensor) -> Tensor:
-        calls.append((images.shape[-2], images.shape[-1]))
-        return images[:, :1]
-
+    network = size_recorder(calls)
     images = torch.rand(1, 3, 256, 256)
     view_averaged(network, images, "flips_scales", binary=True, logits=images[:, :1])
     assert len(calls) == 11
     assert calls.count((256, 256)) == 3
+
+
+def test_a_tile_too_small_to_rescale_runs_each_view_once() -> None:
+    """64 x 96 times 7/8 or 9/8 rounds back onto 64 x 96: the flips run once, not three times."""
+    seen: list[tuple[int, int]] = []
+    view_averaged(size_recorder(seen), torch.rand(1, 3, 64, 96), "flips_scales", binary=True)
+    assert seen == [(64, 96)] * 4
