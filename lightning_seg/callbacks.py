@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
+from lightning_seg.errors import ConfigurationError
 from lightning_seg.postprocess import postprocess_labels
 from lightning_seg.tracking import flatten, git_commit
 
@@ -212,6 +213,14 @@ class ThresholdTuner(Callback):
         self.threshold: float | None = None
         self.iou: float | None = None
         self.iou_at_half: float | None = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit" and "val" in getattr(trainer.datamodule, "train_splits", ()):
+            raise ConfigurationError(
+                "model.tune_threshold: data.train_splits includes val, so the threshold would "
+                "be tuned on images the network trained on; set model.threshold (for example "
+                "the one a fit on train alone tuned) and model.tune_threshold: false"
+            )
 
     def validation_batches(self, trainer: Trainer, pl_module: LightningModule):
         """(probabilities, mask, valid) of every validation batch, as ``test`` will see them."""

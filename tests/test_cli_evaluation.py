@@ -113,6 +113,19 @@ def test_fit_line_and_summary_give_the_iou_at_half_and_the_tuned_one(
     assert state["hyper_parameters"]["threshold"] == summary["threshold"]
 
 
+def test_threshold_tuning_refuses_a_fit_that_trains_on_val(tmp_path):
+    from types import SimpleNamespace
+
+    from lightning_seg.callbacks import ThresholdTuner
+    from lightning_seg.errors import ConfigurationError
+
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(train_splits=("train", "val")))
+    with pytest.raises(ConfigurationError, match=r"model\.threshold"):
+        ThresholdTuner().setup(trainer, None, "fit")  # type: ignore[arg-type]
+    ThresholdTuner().setup(SimpleNamespace(datamodule=SimpleNamespace(train_splits=("train",))),
+                           None, "fit")  # type: ignore[arg-type]  # fmt: skip
+
+
 def test_validate_scores_the_best_checkpoint_as_the_threshold_tuner_and_test_do(tmp_path):
     # Every validation image, the test-time flips and the tuned threshold: `validate` must give
     # the IoU the tuner reported, not the one-view score of the per-epoch validation.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,6 +36,22 @@ log = logging.getLogger(__name__)
 AXIS_SWAPPING = frozenset({"RandomRotate90", "Transpose", "D4", "SquareSymmetry"})
 
 
+def check_train_splits(train_splits: Sequence[str]) -> tuple[str, ...]:
+    """``train_splits`` as a tuple: train first, optionally val; never test (held out)."""
+    splits = tuple(dict.fromkeys(train_splits))
+    if "train" not in splits or not set(splits) <= {"train", "val"}:
+        raise ConfigurationError(
+            f"data.train_splits: expected [train] or [train, val], got {list(train_splits)} "
+            "(test is held out for scoring the final model)"
+        )
+    return splits
+
+
+def joined(arrays: list[np.ndarray]) -> np.ndarray:
+    """One array of the samples of several splits (a single split stays memory-mapped)."""
+    return arrays[0] if len(arrays) == 1 else np.concatenate([np.asarray(a) for a in arrays])
+
+
 class FileDataModule(SegmentationDataModule):
     """A dataset of image and mask files on disk.
 
@@ -56,6 +72,9 @@ class FileDataModule(SegmentationDataModule):
             pretrained config, e.g. 0.5 / 0.5 for EfficientNet-Lite).
         weight_map: ``{w0, sigma}``: add the U-Net boundary weight map of each mask as ``weight``.
         interpolation: how images are resized (``auto``: area when shrinking, else bilinear).
+        train_splits: the splits training draws from. ``[train, val]`` refits a recipe chosen on
+            val on both, for a final model with more data; its val metrics are then no longer
+            held out (the test split never joins: it is what the final model is scored on).
     """
 
     folder: ClassVar[str] = ""
@@ -78,8 +97,10 @@ class FileDataModule(SegmentationDataModule):
         std: tuple[float, ...] | None = None,
         weight_map: dict[str, float] | None = None,
         interpolation: Interpolation = "auto",
+        train_splits: Sequence[str] = ("train",),
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, weight_map=weight_map)
+        self.train_splits = check_train_splits(train_splits)
         if (mean is None) != (std is None):
             raise ConfigurationError("data: set both mean and std, or neither")
         self.root = Path(root) if root else data_dir() / self.folder
@@ -229,21 +250,34 @@ class FileDataModule(SegmentationDataModule):
                 self.decoded(split)
 
     def build_dataset(self, split: str) -> Dataset:
+        """The split's dataset; ``train`` joins every split in ``train_splits``, each sample
+        augmented with the training transforms."""
+        sources = self.train_splits if split == "train" else (split,)
         transform = build_transform(self.transform_specs[split])
         weight_of = self.weight_map_of if self.weight_map else None
         if not self.cache:
-            source = self.split_source(split)
+            parts = [self.split_source(name) for name in sources]
             return FileDataset(
-                source.pairs, lambda pair: source.decode(pair)[:2], self.preprocessing,
-                transform, weight_of, source.count_pieces,
+                [pair for part in parts for pair in part.pairs],
+                lambda pair: parts[0].decode(pair)[:2], self.preprocessing,
+                transform, weight_of, parts[0].count_pieces,
             )  # fmt: skip
-        arrays = self.decoded(split)
+        arrays = [self.decoded(name) for name in sources]
         weights = None
         if self.weight_map:
             key = "w0={w0}-sigma={sigma}".format(**self.weight_map)
-            folder = Path(os.path.dirname(arrays.images.filename))  # type: ignore[attr-defined]
-            weights = cache.weight_maps(folder, arrays.masks, self.weight_map_of, key)
-        return ArrayDataset(arrays.images, arrays.masks, weights, transform, self.preprocessing)
+            weights = joined(
+                [
+                    cache.weight_maps(
+                        Path(os.path.dirname(part.images.filename)),  # type: ignore[attr-defined]
+                        part.masks, self.weight_map_of, key,
+                    )
+                    for part in arrays
+                ]
+            )  # fmt: skip
+        images = joined([part.images for part in arrays])
+        masks = joined([part.masks for part in arrays])
+        return ArrayDataset(images, masks, weights, transform, self.preprocessing)
 
     def class_frequencies(self) -> np.ndarray:
         """Median-frequency statistics of the training masks (Eigen and Fergus, as SegNet uses):
@@ -293,4 +327,5 @@ class FileDataModule(SegmentationDataModule):
             **super().describe(),
             "root": str(self.root),
             "pairs": {name: len(pairs) for name, pairs in splits.items()},
+            "train_splits": list(self.train_splits),
         }

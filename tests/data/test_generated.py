@@ -102,6 +102,29 @@ def test_weight_maps_follow_the_augmented_mask(tmp_path):
     np.testing.assert_allclose(sample["weight"].numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("cache", [True, False])
+def test_train_splits_train_and_val_trains_on_both_with_training_augmentation(tmp_path, cache):
+    root = make_folder(tmp_path / "d", n=12)
+    flip = [{"name": "HorizontalFlip", "p": 1.0}]
+    alone = folder_dm(root, cache=cache, train_transforms=[])
+    both = folder_dm(root, cache=cache, train_transforms=flip, train_splits=["train", "val"])
+    for dm in (alone, both):
+        dm.prepare_data()
+        dm.setup("fit")
+    train, val = alone.datasets["train"], alone.datasets["val"]
+    joined = both.datasets["train"]
+    assert len(joined) == len(train) + len(val) and len(both.datasets["val"]) == len(val)
+    last_val = val[len(val) - 1]["image"]
+    assert torch.equal(joined[len(joined) - 1]["image"], last_val.flip(-1))  # val, augmented
+    assert torch.equal(joined[0]["image"], train[0]["image"].flip(-1))
+    assert both.describe()["train_splits"] == ["train", "val"]
+
+
+def test_train_splits_never_include_the_test_split(tmp_path):
+    with pytest.raises(ConfigurationError, match=r"data\.train_splits: .*\['train', 'test'\]"):
+        folder_dm(make_folder(tmp_path / "d"), train_splits=["train", "test"])
+
+
 def test_unknown_transform_is_a_configuration_error():
     with pytest.raises(ConfigurationError, match="HorizontalFlip"):
         FolderDataModule(train_transforms=[{"name": "HorizontalFlipp"}])
