@@ -60,7 +60,8 @@ COLUMNS = (
     ("experiment", "experiment"), ("model", "model"), ("loss", "loss"),
     ("params (M)", "params_m"), ("precision", "precision"), ("epochs", "epochs"),
     ("wall time", "wall_time"), ("val IoU", "val_iou"), ("threshold", "threshold"),
-    ("test IoU", "test_iou"), ("test IoU per image", "test_iou_per_image"),
+    ("test IoU", "test_iou"), ("test IoU 95 % CI", "test_iou_ci"),
+    ("test IoU per image", "test_iou_per_image"),
     ("test F1", "test_f1"), ("worst image IoU", "test_iou_worst_image"),
     ("notebook val IoU", "notebook_val_iou"), ("note", "note"),
 )  # fmt: skip
@@ -138,6 +139,9 @@ def run_experiment(name: str, runs_dir: Path, extra: list[str], logs: Path) -> d
         "val_iou": summary.get("val/iou"),
         "threshold": summary.get("threshold", model.get("threshold")),
         "test_iou": test.get("test/iou"),
+        "test_iou_ci": [test["test/iou_ci_low"], test["test/iou_ci_high"]]
+        if "test/iou_ci_low" in test
+        else None,
         "test_iou_per_image": test.get("test/iou_per_image"),
         "test_f1": test.get("test/f1"),
         "test_iou_worst_image": test.get("test/iou_worst_image"),
@@ -160,6 +164,8 @@ def cell(row: dict[str, Any], key: str) -> str:
     value = row.get(key)
     if value is None or value == "":
         return "-"
+    if key == "test_iou_ci":  # bootstrap over the test images: the row's error bar
+        return f"{value[0]:.3f}-{value[1]:.3f}"
     if isinstance(value, float) and key != "params_m":
         return f"{value:.2f}" if key == "threshold" else f"{value:.4f}"
     if key in ("experiment", "model", "loss"):
@@ -299,7 +305,8 @@ def main() -> int:
         rows = [r for r in rows if r["experiment"] != name] + [row]
         save(rows, opts.output)
         print(f"[{i}/{len(todo)}] {name}: val IoU {row['val_iou']:.4f}, test IoU "
-              f"{row['test_iou']:.4f} (per image {row['test_iou_per_image']:.4f}, worst "
+              f"{row['test_iou']:.4f} (95 % CI {cell(row, 'test_iou_ci')}, per image "
+              f"{row['test_iou_per_image']:.4f}, worst "
               f"{row['test_iou_worst_image']:.4f}), {row['epochs']} epochs in "
               f"{row['wall_time_s'] / 60:.1f} min", flush=True)  # fmt: skip
     if rows:

@@ -45,6 +45,7 @@ from lightning_seg.experiments import (
 from lightning_seg.images import PredictionImages
 from lightning_seg.inference import load_checkpoint
 from lightning_seg.precision import SPEEDUP_VARIABLE, fast_precision
+from lightning_seg.runs import iou_with_interval
 from lightning_seg.task import SegmentationTask
 from lightning_seg.tracking import (
     TrackingOptions,
@@ -293,12 +294,13 @@ class SegmentationCLI(LightningCLI):
             print(self.summary.line())
         if stage in ("validate", "test"):
             prefix = "val" if stage == "validate" else "test"
-            scores = " ".join(
-                f"{k}={v:.4f}"
-                for k, v in evaluation.items()
-                if k in (f"{prefix}/iou", f"{prefix}/f1")
-            )
-            print(f"{stage} done: {scores} checkpoint={evaluation.get('checkpoint') or 'none'}")
+            scores = []
+            if f"{prefix}/iou" in evaluation:
+                scores.append(f"{prefix}/iou={iou_with_interval(evaluation, prefix)}")
+            if f"{prefix}/f1" in evaluation:
+                scores.append(f"{prefix}/f1={evaluation[f'{prefix}/f1']:.4f}")
+            checkpoint = evaluation.get("checkpoint") or "none"
+            print(f"{stage} done: {' '.join(scores)} checkpoint={checkpoint}")
 
     def write_evaluation(self, stage: str) -> dict[str, Any]:
         """``evaluations/<stage>-<checkpoint>.json`` in the checkpoint's run folder (the new run

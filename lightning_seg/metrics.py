@@ -23,6 +23,9 @@ Conventions (the NumPy reference in ``tests/test_metrics.py`` follows them):
 * Per-image IoU: an image whose prediction and truth are both empty scores 1.0 (the model is
   right that there is nothing); an image without any labelled pixel is left out of the mean.
   ``iou_worst_image`` is the lowest of those per-image scores: the failure a user meets first.
+* ``iou_ci_low`` / ``iou_ci_high`` (``build_metrics(..., interval=True)``, the test split's): a
+  95 % bootstrap interval of ``iou``, images resampled with replacement: the error bar that
+  tells whether two runs scored on tens of images differ at all.
 """
 
 from __future__ import annotations
@@ -38,8 +41,10 @@ from torchmetrics.classification import (
     MulticlassF1Score,
     MulticlassJaccardIndex,
 )
+from torchmetrics.utilities import dim_zero_cat
 
 BINARY_KEYS = ("f1", "iou", "iou_per_image", "iou_worst_image")
+INTERVAL_KEYS = ("iou_ci_low", "iou_ci_high")
 
 
 class PerImageIoU(Metric):
@@ -117,6 +122,88 @@ class WorstImageIoU(PerImageIoU):
         return torch.where(torch.isinf(self.worst), torch.zeros_like(self.worst), self.worst)
 
 
+class IoUInterval(Metric):
+    """Bootstrap confidence interval of the dataset-level IoU (binary: the foreground's;
+    multiclass: the macro mean over the classes present), resampling images with replacement.
+
+    Each image is reduced once to its intersection and union per class; a resample is then a
+    weighted sum of those rows, so thousands of resamples cost one matrix product.
+    (torchmetrics' ``BootStrapper`` instead re-runs the wrapped metric on the pixels of every
+    resample, and returns one quantile, not an interval.) The resamples come from a generator of
+    their own, seeded, over the images in a canonical order: the same predictions give the same
+    interval in every run, on any number of processes, and the run's RNG is left alone.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    intersections: list[Tensor]
+    unions: list[Tensor]
+
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int | None = None,
+        confidence: float = 0.95,
+        resamples: int = 2000,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not 0 < confidence < 1:
+            raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.confidence, self.resamples, self.seed = confidence, resamples, seed
+        self.add_state("intersections", default=[], dist_reduce_fx="cat")
+        self.add_state("unions", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Add the per-class intersection and union of each image of a batch N x H x W."""
+        labels = max(self.num_classes, 2)  # binary labels are 0/1; only class 1 is scored
+        preds, target = preds.flatten(1), target.flatten(1)
+        valid = torch.ones_like(target, dtype=torch.bool)
+        if self.ignore_index is not None:
+            valid = target != self.ignore_index
+        image = torch.arange(len(target), device=target.device).unsqueeze(1) * labels
+        size = len(target) * labels
+
+        def counts(keys: Tensor, keep: Tensor) -> Tensor:
+            return torch.bincount(keys[keep], minlength=size).view(-1, labels)
+
+        intersection = counts(image + target, valid & (preds == target))
+        union = counts(image + preds, valid) + counts(image + target, valid) - intersection
+        scored = slice(1, 2) if self.num_classes == 1 else slice(None)
+        self.intersections.append(intersection[:, scored].double())
+        self.unions.append(union[:, scored].double())
+
+    def compute(self) -> dict[str, Tensor]:
+        """``iou_ci_low`` and ``iou_ci_high``: the central ``confidence`` quantiles of the IoU
+        over the resamples (both 0.0 before any image)."""
+        if isinstance(self.intersections, list) and not self.intersections:
+            zero = torch.tensor(0.0, device=self.device)
+            return {"iou_ci_low": zero, "iou_ci_high": zero}
+        counts = torch.cat([dim_zero_cat(self.intersections), dim_zero_cat(self.unions)], 1)
+        for column in reversed(range(counts.shape[1])):  # canonical order: sorted rows
+            counts = counts[torch.sort(counts[:, column], stable=True).indices]
+        intersections, unions = counts.cpu().chunk(2, dim=1)
+        generator = torch.Generator().manual_seed(self.seed)
+        n = len(intersections)
+        picks = torch.randint(n, (self.resamples, n), generator=generator)
+        weights = torch.zeros(self.resamples, n, dtype=torch.float64)
+        weights.scatter_add_(1, picks, torch.ones_like(picks, dtype=torch.float64))
+        inter, union = weights @ intersections, weights @ unions
+        present = union > 0
+        iou = torch.where(present, inter / union.clamp_min(1), 0.0)
+        scores = iou.sum(1) / present.sum(1).clamp_min(1)
+        tail = (1 - self.confidence) / 2
+        low, high = torch.quantile(scores, torch.tensor([tail, 1 - tail], dtype=scores.dtype))
+        return {
+            "iou_ci_low": low.float().to(self.device),
+            "iou_ci_high": high.float().to(self.device),
+        }
+
+
 class ClasswiseJaccardIndex(MulticlassJaccardIndex):
     """IoU of each class, returned as ``{"iou/<class name>": value}``.
 
@@ -155,12 +242,15 @@ def resolve_class_names(num_classes: int, class_names: list[str] | None = None) 
     return names
 
 
-def metric_names(num_classes: int, class_names: list[str] | None = None) -> list[str]:
+def metric_names(
+    num_classes: int, class_names: list[str] | None = None, interval: bool = False
+) -> list[str]:
     """The keys ``build_metrics(...).compute()`` returns, without the stage prefix."""
+    extra = list(INTERVAL_KEYS) if interval else []
     if num_classes == 1:
-        return list(BINARY_KEYS)
+        return ["f1", "iou", *extra, "iou_per_image", "iou_worst_image"]
     names = resolve_class_names(num_classes, class_names)
-    return ["f1", "iou", *(f"iou/{name}" for name in names)]
+    return ["f1", "iou", *extra, *(f"iou/{name}" for name in names)]
 
 
 def _check_ignore_index(num_classes: int, ignore_index: int | None) -> None:
@@ -181,9 +271,13 @@ def _check_ignore_index(num_classes: int, ignore_index: int | None) -> None:
 
 
 def build_metrics(
-    num_classes: int, ignore_index: int | None = None, class_names: list[str] | None = None
+    num_classes: int,
+    ignore_index: int | None = None,
+    class_names: list[str] | None = None,
+    interval: bool = False,
 ) -> MetricCollection:
-    """Dataset-level IoU and F1 (plus per-image IoU if binary, per-class IoU if multiclass).
+    """Dataset-level IoU and F1 (plus per-image IoU if binary, per-class IoU if multiclass, and
+    with ``interval`` the IoU's 95 % bootstrap interval).
 
     ``update(preds, target)`` takes hard labels N x H x W, so the binary threshold stays the
     task's decision and is not baked into the metric. ``class_names`` are ignored in binary mode.
@@ -192,6 +286,9 @@ def build_metrics(
     confusion-matrix ``bincount`` reshape.
     """
     _check_ignore_index(num_classes, ignore_index)
+    extra: dict[str, Metric] = {}
+    if interval:
+        extra["iou_interval"] = IoUInterval(num_classes, ignore_index=ignore_index)
     if num_classes == 1:
         binary = {"ignore_index": ignore_index, "validate_args": False}
         return MetricCollection(
@@ -200,6 +297,7 @@ def build_metrics(
                 "f1": BinaryF1Score(**binary),
                 "iou_per_image": PerImageIoU(ignore_index=ignore_index),
                 "iou_worst_image": WorstImageIoU(ignore_index=ignore_index),
+                **extra,
             }
         )
     names = resolve_class_names(num_classes, class_names)
@@ -209,5 +307,6 @@ def build_metrics(
             "iou": MulticlassJaccardIndex(average="macro", **multi),
             "f1": MulticlassF1Score(average="macro", **multi),
             "iou_per_class": ClasswiseJaccardIndex(class_names=names, **multi),
+            **extra,
         }
     )

@@ -52,6 +52,13 @@ def loss_name(loss: Any) -> str:
     return str(loss)
 
 
+def iou_with_interval(result: dict[str, Any], prefix: str = "test") -> str:
+    """``0.9144 (95 % CI 0.8950-0.9301)``: a score on tens of images, with its error bar."""
+    iou = f"{result[f'{prefix}/iou']:.4f}"
+    low, high = result.get(f"{prefix}/iou_ci_low"), result.get(f"{prefix}/iou_ci_high")
+    return iou if low is None or high is None else f"{iou} (95 % CI {low:.4f}-{high:.4f})"
+
+
 def find_runs(targets: list[str], runs_dir: Path) -> list[Run]:
     """Fit runs named by folder or experiment name (every run of it); all runs when none given."""
     folders: list[Path] = []
@@ -90,12 +97,12 @@ def table(runs: list[Run]) -> str:
     for run in runs:
         s = run.summary
         # The test result of the checkpoint the run chose (its best), never the best of many.
-        test_iou = next((t["test/iou"] for t in run.tests if "test/iou" in t), None)
+        test_iou = next((iou_with_interval(t) for t in run.tests if "test/iou" in t), None)
         rows.append((
             run.dataset, run.name, str(s.get("model", "?")), loss_name(s.get("loss", "?")),
             f"{s.get('val/iou', float('nan')):.4f}",
             f"{s['val/f1']:.4f}" if "val/f1" in s else "-",
-            f"{test_iou:.4f}" if test_iou is not None else "-",
+            test_iou or "-",
             str(s.get("epochs", "?")), f"{s.get('num_parameters', 0) / 1e6:.2f}",
             f"{s.get('wall_time_s', 0):.0f} s", run.folder.name,
         ))  # fmt: skip

@@ -143,9 +143,10 @@ class SegmentationTask(LightningModule):
 
     def configure_metrics(self) -> None:
         hp = self.hparams
-        metrics = build_metrics(hp["num_classes"], hp["ignore_index"], hp["class_names"])
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
+        labels = (hp["num_classes"], hp["ignore_index"], hp["class_names"])
+        self.val_metrics = build_metrics(*labels).clone(prefix="val/")
+        # The test score comes with its bootstrap interval: the error bar of a small test split.
+        self.test_metrics = build_metrics(*labels, interval=True).clone(prefix="test/")
 
     def configure_callbacks(self) -> list[Callback]:
         if self.hparams["tune_threshold"] and self.mode == "binary":

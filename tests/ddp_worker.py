@@ -44,7 +44,7 @@ def run_worker(rank: int, world_size: int, workdir: str) -> None:
             results = {}
             for name, spec in scenarios.items():
                 metrics = build_metrics(
-                    spec["num_classes"], spec["ignore_index"], spec["class_names"]
+                    spec["num_classes"], spec["ignore_index"], spec["class_names"], interval=True
                 )
                 for preds, target in spec["shards"][rank]:
                     metrics.update(preds, target)

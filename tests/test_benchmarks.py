@@ -45,6 +45,9 @@ def test_accuracy_benchmark_fits_tests_and_tabulates_through_the_cli(tmp_path):
     for key in ("val_iou", "test_iou", "test_iou_per_image", "test_f1", "test_iou_worst_image"):
         assert 0.0 <= row[key] <= 1.0, key
     assert row["test_iou_worst_image"] <= row["test_iou_per_image"]
+    low, high = row["test_iou_ci"]
+    assert low <= row["test_iou"] <= high
+    assert f"| {low:.3f}-{high:.3f} |" in (tmp_path / "out" / "accuracy.md").read_text()
     assert row["history"] and row["history"][0]["time_s"] > 0
     assert "| `quickstart` |" in (tmp_path / "out" / "accuracy.md").read_text()
     assert (tmp_path / "out" / "accuracy.png").stat().st_size > 0

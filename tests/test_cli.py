@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -96,8 +97,13 @@ def test_multiclass_fit_and_test_report_iou_and_f1(tiny_fit_args, tmp_path, caps
     best = only(list((tmp_path / "runs" / "quickstart").glob("*/checkpoints/epoch=*.ckpt")))
     cli = run_cli(["test", *args, f"--ckpt_path={best}"])
     results = cli.trainer.callback_metrics
-    assert {"test/iou", "test/f1", "test/loss"} <= set(results)
+    assert {"test/iou", "test/f1", "test/loss", "test/iou_ci_low", "test/iou_ci_high"} <= set(
+        results
+    )
+    assert results["test/iou_ci_low"] <= results["test/iou"] <= results["test/iou_ci_high"]
     assert cli.model.hparams["num_classes"] == 3
+    line = r"test done: test/iou=0\.\d{4} \(95 % CI 0\.\d{4}-[01]\.\d{4}\) test/f1="
+    assert re.search(line, capsys.readouterr().out)
 
 
 def test_unknown_experiment_lists_the_available_ones(capsys):

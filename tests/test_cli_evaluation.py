@@ -96,7 +96,7 @@ def test_compare_shows_the_test_of_the_best_checkpoint_not_the_best_test(
     capsys.readouterr()
     main(["compare", "--runs_dir", str(runs), "--plot", str(tmp_path / "c.png")])
     row = capsys.readouterr().out.splitlines()[2]
-    assert [c.strip() for c in row.strip("|").split("|")][6] == f"{best:.4f}"
+    assert [c.strip() for c in row.strip("|").split("|")][6].startswith(f"{best:.4f} (95 % CI")
 
 
 def test_fit_line_and_summary_give_the_iou_at_half_and_the_tuned_one(

@@ -208,6 +208,60 @@ def test_per_image_iou_skips_ignored_pixels_and_unlabelled_images() -> None:
     assert scores["iou_per_image"] == pytest.approx(2 / 3)
 
 
+# ----------------------------------------------------------------------------- IoU interval
+def numpy_bootstrap_interval(
+    batches: Batches, num_classes: int, ignore_index: int | None, resamples: int = 1000
+) -> tuple[float, float]:
+    """The 95 % percentile interval of the reference IoU over images resampled with
+    replacement, from NumPy's generator and image-by-image reference scores."""
+    images = [(preds[i : i + 1], target[i : i + 1]) for preds, target in batches
+              for i in range(len(target))]  # fmt: skip
+    rng = np.random.default_rng(123)
+    scores = [
+        reference_scores(
+            [images[i] for i in rng.integers(len(images), size=len(images))],
+            num_classes,
+            ignore_index,
+        )["iou"]
+        for _ in range(resamples)
+    ]
+    return float(np.quantile(scores, 0.025)), float(np.quantile(scores, 0.975))
+
+
+@pytest.mark.parametrize(("num_classes", "ignore_index"), [(1, None), (1, 255), (4, 255)])
+def test_iou_interval_matches_an_independent_bootstrap(
+    num_classes: int, ignore_index: int | None
+) -> None:
+    batches = random_batches(7, [8, 8, 8, 6], num_classes, ignore_index, shape=(8, 8))
+    scores = compute(build_metrics(num_classes, ignore_index, interval=True), batches)
+    low, high = numpy_bootstrap_interval(batches, num_classes, ignore_index)
+    width = high - low
+    assert scores["iou_ci_low"] < scores["iou"] < scores["iou_ci_high"]
+    assert scores["iou_ci_low"] == pytest.approx(low, abs=0.15 * width)
+    assert scores["iou_ci_high"] == pytest.approx(high, abs=0.15 * width)
+
+
+def test_iou_interval_is_a_point_when_every_image_scores_alike() -> None:
+    preds, target = image("##..", "##.."), image("#...", "#...")
+    batch = (preds.repeat(6, 1, 1), target.repeat(6, 1, 1))
+    scores = compute(build_metrics(1, interval=True), [batch])
+    assert scores["iou_ci_low"] == scores["iou_ci_high"] == pytest.approx(0.5)
+
+
+def test_iou_interval_narrows_with_more_images_and_ignores_their_order() -> None:
+    few = random_batches(8, [10], 1, None)
+    many = random_batches(8, [160], 1, None)
+    shuffled = [(many[0][0].flip(0), many[0][1].flip(0))]
+
+    def interval(batches: Batches) -> tuple[float, float]:
+        scores = compute(build_metrics(1, interval=True), batches)
+        return scores["iou_ci_low"], scores["iou_ci_high"]
+
+    (few_low, few_high), (low, high) = interval(few), interval(many)
+    assert 0.1 < (high - low) / (few_high - few_low) < 0.5  # about 1 / sqrt(16)
+    assert interval(shuffled) == (low, high)  # the same interval on any number of processes
+
+
 # ----------------------------------------------------------------------------- keys and arguments
 def test_keys_use_class_names_and_match_metric_names() -> None:
     names = ["road", "sky", "car"]
@@ -215,6 +269,8 @@ def test_keys_use_class_names_and_match_metric_names() -> None:
     scores = compute(build_metrics(3, class_names=names), batches)
     assert list(scores) == metric_names(3, names)
     assert sorted(scores) == ["f1", "iou", "iou/car", "iou/road", "iou/sky"]
+    with_interval = compute(build_metrics(3, class_names=names, interval=True), batches)
+    assert list(with_interval) == metric_names(3, names, interval=True)
     defaults = compute(build_metrics(3), batches)
     assert sorted(defaults) == ["f1", "iou", "iou/class_0", "iou/class_1", "iou/class_2"]
     binary = compute(build_metrics(1, class_names=["lesion"]), random_batches(3, [2], 1, None))
@@ -228,6 +284,9 @@ def test_keys_use_class_names_and_match_metric_names() -> None:
             "iou_worst_image",
         ]
     )
+    binary = compute(build_metrics(1, interval=True), random_batches(3, [2], 1, None))
+    assert list(binary) == metric_names(1, interval=True)
+    assert {"iou_ci_low", "iou_ci_high"} <= set(binary)
 
 
 def test_stage_prefix_and_reset() -> None:
@@ -300,7 +359,8 @@ def ddp_scenarios() -> dict[str, dict]:
 
 @pytest.mark.timeout(240)
 def test_ddp_matches_single_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two gloo processes, each updating with its share, compute what one process computes."""
+    """Two gloo processes, each updating with its share, compute what one process computes
+    (the bootstrap interval too: it resamples the images in an order that is not the ranks')."""
     scenarios = ddp_scenarios()
     torch.save(scenarios, tmp_path / "data.pt")
     # Spawn pickles the target by module and name: make ``ddp_worker`` importable by that name,
@@ -330,8 +390,8 @@ def test_ddp_matches_single_process(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     for name, spec in scenarios.items():
         everything = spec["shards"][0] + spec["shards"][1]
-        metrics = build_metrics(spec["num_classes"], spec["ignore_index"], spec["class_names"])
-        single = compute(metrics, everything)
+        labels = (spec["num_classes"], spec["ignore_index"], spec["class_names"])
+        single = compute(build_metrics(*labels, interval=True), everything)
         for rank_results in results:  # every rank gets the synchronised values
             assert_scores_equal(rank_results[name], single, tol=1e-6)
         # Guard against a vacuous pass: one shard alone scores differently from all the data.

@@ -100,7 +100,11 @@ def test_compare_table_and_plot_with_test_results(tmp_path, monkeypatch, capsys)
     test = json.loads(next(runs.rglob("evaluations/test-*.json")).read_text())
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[:4] == ["synthetic", "quickstart", "unet", "bce+dice"]
-    assert cells[4] == f"{summary['val/iou']:.4f}" and cells[6] == f"{test['test/iou']:.4f}"
+    assert cells[4] == f"{summary['val/iou']:.4f}"
+    # The test IoU with its bootstrap interval: the error bar of a small test split.
+    low, high = test["test/iou_ci_low"], test["test/iou_ci_high"]
+    assert low <= test["test/iou"] <= high
+    assert cells[6] == f"{test['test/iou']:.4f} (95 % CI {low:.4f}-{high:.4f})"
     assert (tmp_path / "c.png").stat().st_size > 1000
 
 
