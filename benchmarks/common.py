@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from lightning_seg.precision import cpu_has_amx
+from lightning_seg.precision import cpu_has_amx, cpu_has_avx512_bf16
 
 
 def machine() -> str:
@@ -21,9 +21,17 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    # Whether bf16 is fast here decides the precision auto_precision picks (and the speed).
-    amx = "with" if cpu_has_amx() else "without"
     return (
-        f"{cpu} ({amx} AMX-BF16), {os.cpu_count()} cores, torch {torch.__version__} "
+        f"{cpu} ({bf16_support()}), {os.cpu_count()} cores, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
     )
+
+
+def bf16_support() -> str:
+    """The CPU's bf16 instructions, which decide the precision auto_precision picks and so the
+    speed: two CPUs with the same model name (an AMD EPYC, say) can differ here by 2x."""
+    if cpu_has_amx():
+        return "with AMX-BF16"
+    if cpu_has_avx512_bf16():
+        return "with AVX512-BF16, without AMX"
+    return "without AMX-BF16 or AVX512-BF16"
