@@ -246,9 +246,9 @@ def metric_names(
     num_classes: int, class_names: list[str] | None = None, interval: bool = False
 ) -> list[str]:
     """The keys ``build_metrics(...).compute()`` returns, without the stage prefix."""
-    extra = list(INTERVAL_KEYS) if interval else []
+    extra = list(INTERVAL_KEYS) if interval else []  # sorted after "iou", as its member is
     if num_classes == 1:
-        return ["f1", "iou", *extra, "iou_per_image", "iou_worst_image"]
+        return [*BINARY_KEYS[:2], *extra, *BINARY_KEYS[2:]]
     names = resolve_class_names(num_classes, class_names)
     return ["f1", "iou", *extra, *(f"iou/{name}" for name in names)]
 
