@@ -196,6 +196,17 @@ class LoggedConfig(SaveConfigCallback):
             run.define_metric("val/loss", summary="min")
 
 
+def check_tuning_data(datamodule: Any) -> None:
+    """Refuse to tune a threshold on validation images that training also draws from
+    (``data.train_splits: [train, val]``): the chosen threshold would fit the training set."""
+    if "val" in getattr(datamodule, "train_splits", ()):
+        raise ConfigurationError(
+            "model.tune_threshold: data.train_splits includes val, so the threshold would "
+            "be tuned on images the network trained on; set model.threshold (for example "
+            "the one a fit on train alone tuned) and model.tune_threshold: false"
+        )
+
+
 class ThresholdTuner(Callback):
     """Chooses the binary threshold that maximises validation IoU, once, at the end of ``fit``.
 
@@ -215,12 +226,8 @@ class ThresholdTuner(Callback):
         self.iou_at_half: float | None = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if stage == "fit" and "val" in getattr(trainer.datamodule, "train_splits", ()):
-            raise ConfigurationError(
-                "model.tune_threshold: data.train_splits includes val, so the threshold would "
-                "be tuned on images the network trained on; set model.threshold (for example "
-                "the one a fit on train alone tuned) and model.tune_threshold: false"
-            )
+        if stage == "fit":
+            check_tuning_data(trainer.datamodule)
 
     def validation_batches(self, trainer: Trainer, pl_module: LightningModule):
         """(probabilities, mask, valid) of every validation batch, as ``test`` will see them."""

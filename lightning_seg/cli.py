@@ -22,7 +22,13 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from lightning_seg.callbacks import BestCheckpoint, LastCheckpoint, LoggedConfig, RunSummary
+from lightning_seg.callbacks import (
+    BestCheckpoint,
+    LastCheckpoint,
+    LoggedConfig,
+    RunSummary,
+    check_tuning_data,
+)
 from lightning_seg.commands import (
     PREDICT_FILES,
     TOOLS,
@@ -35,6 +41,7 @@ from lightning_seg.data import SegmentationDataModule
 from lightning_seg.data.download import DownloadError
 from lightning_seg.data.io import DataError
 from lightning_seg.errors import ConfigurationError
+from lightning_seg.evaluations import image_records, worst_images
 from lightning_seg.experiments import (
     EVALUATING,
     checkpoint_run_dir,
@@ -107,7 +114,11 @@ class SegmentationCLI(LightningCLI):
             "folder runs/NAME/<run id>/. Defaults to the name of the last --config file.",
         )
         parser.add_argument(
-            "--runs_dir", type=str, default="runs", help="Folder that holds every run's folder."
+            "--runs_dir",
+            type=str,
+            default="runs",
+            help="Folder that holds every run's folder (--trainer.default_root_dir, when set, "
+            "takes its place).",
         )
         parser.add_argument(
             "--defaults",
@@ -210,9 +221,15 @@ class SegmentationCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand == "fit" and self.model.hparams.get("tune_threshold"):
+            check_tuning_data(self.datamodule)  # before a run folder exists
+        trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        # Lightning's root folder is where a user expects checkpoints and logs: it holds the
+        # run folders, as --runs_dir does, and each run's trainer writes into its own.
+        runs_dir = trainer_config.get("default_root_dir") or config.runs_dir
         experiment = self.experiment_name()
         run_id = new_run_id()
-        run_dir = (Path(config.runs_dir) / experiment / run_id).resolve()
+        run_dir = (Path(runs_dir) / experiment / run_id).resolve()
         evaluated = self.subcommand in EVALUATING and config.get("ckpt_path")
         own = checkpoint_run_dir(config.ckpt_path) if config.get("ckpt_path") else None
         if own is not None:
@@ -223,14 +240,12 @@ class SegmentationCLI(LightningCLI):
             # dashboard shows val and test side by side, one row per trained model.
             run_dir, run_id = own, own.name
             os.environ["LIGHTNING_SEG_RUN_ID"] = run_id  # DDP children resume it too
-        trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
         callbacks = [
             self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys
         ]
 
         tracking: TrackingOptions = self._get(self.config_init, "tracking")
-        if trainer_config.get("default_root_dir") is None:
-            trainer_config["default_root_dir"] = str(run_dir)
+        trainer_config["default_root_dir"] = str(run_dir)
         if trainer_config.get("logger") in (None, True):
             if self.subcommand == "predict":
                 trainer_config["logger"] = False
@@ -300,6 +315,8 @@ class SegmentationCLI(LightningCLI):
             if f"{prefix}/f1" in evaluation:
                 scores.append(f"{prefix}/f1={evaluation[f'{prefix}/f1']:.4f}")
             checkpoint = evaluation.get("checkpoint") or "none"
+            if evaluation.get("images"):
+                print(f"worst test images: {worst_images(evaluation['images'])}")
             print(f"{stage} done: {' '.join(scores)} checkpoint={checkpoint}")
 
     def write_evaluation(self, stage: str) -> dict[str, Any]:
@@ -311,6 +328,9 @@ class SegmentationCLI(LightningCLI):
             "checkpoint": str(Path(config.ckpt_path).resolve()) if config.ckpt_path else None,
             **{k: float(v) for k, v in self.trainer.callback_metrics.items()},
         }
+        counts = getattr(self.model, "test_image_counts", None) if stage == "test" else None
+        if counts is not None:
+            evaluation["images"] = image_records(counts, self.datamodule.sample_names("test"))
         name = Path(config.ckpt_path).stem if config.ckpt_path else "no-checkpoint"
         path = self.run_dir / "evaluations" / f"{stage}-{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ Conventions (the NumPy reference in ``tests/test_metrics.py`` follows them):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -42,6 +43,8 @@ from torchmetrics.classification import (
     MulticlassJaccardIndex,
 )
 from torchmetrics.utilities import dim_zero_cat
+
+from lightning_seg.intervals import iou_interval
 
 BINARY_KEYS = ("f1", "iou", "iou_per_image", "iou_worst_image")
 INTERVAL_KEYS = ("iou_ci_low", "iou_ci_high")
@@ -127,11 +130,14 @@ class IoUInterval(Metric):
     multiclass: the macro mean over the classes present), resampling images with replacement.
 
     Each image is reduced once to its intersection and union per class; a resample is then a
-    weighted sum of those rows, so thousands of resamples cost one matrix product.
-    (torchmetrics' ``BootStrapper`` instead re-runs the wrapped metric on the pixels of every
-    resample, and returns one quantile, not an interval.) The resamples come from a generator of
-    their own, seeded, over the images in a canonical order: the same predictions give the same
-    interval in every run, on any number of processes, and the run's RNG is left alone.
+    weighted sum of those rows, so thousands of resamples cost one matrix product
+    (:mod:`lightning_seg.intervals`). (torchmetrics' ``BootStrapper`` instead re-runs the
+    wrapped metric on the pixels of every resample, and returns one quantile, not an interval.)
+
+    ``update`` may name each image by its dataset index (``index``): an image scored twice (the
+    padding of a distributed sampler) then counts once, and ``image_counts`` (set by
+    ``compute``, whose states are synchronised across processes) gives every image's counts in
+    index order, for per-image reports and paired comparisons of two models.
     """
 
     is_differentiable = False
@@ -140,6 +146,7 @@ class IoUInterval(Metric):
 
     intersections: list[Tensor]
     unions: list[Tensor]
+    indices: list[Tensor]
 
     def __init__(
         self,
@@ -157,9 +164,12 @@ class IoUInterval(Metric):
         self.confidence, self.resamples, self.seed = confidence, resamples, seed
         self.add_state("intersections", default=[], dist_reduce_fx="cat")
         self.add_state("unions", default=[], dist_reduce_fx="cat")
+        self.add_state("indices", default=[], dist_reduce_fx="cat")
+        self.image_counts: ImageCounts | None = None
 
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        """Add the per-class intersection and union of each image of a batch N x H x W."""
+    def update(self, preds: Tensor, target: Tensor, index: Tensor | None = None) -> None:
+        """Add the per-class intersection and union of each image of a batch N x H x W;
+        ``index`` (N): the images' dataset indices, if known (-1 where not)."""
         labels = max(self.num_classes, 2)  # binary labels are 0/1; only class 1 is scored
         preds, target = preds.flatten(1), target.flatten(1)
         valid = torch.ones_like(target, dtype=torch.bool)
@@ -176,32 +186,62 @@ class IoUInterval(Metric):
         scored = slice(1, 2) if self.num_classes == 1 else slice(None)
         self.intersections.append(intersection[:, scored].double())
         self.unions.append(union[:, scored].double())
+        if index is None:
+            index = torch.full((len(target),), -1, device=target.device)
+        self.indices.append(index.to(device=target.device, dtype=torch.long).flatten())
 
     def compute(self) -> dict[str, Tensor]:
         """``iou_ci_low`` and ``iou_ci_high``: the central ``confidence`` quantiles of the IoU
         over the resamples (both 0.0 before any image)."""
         if isinstance(self.intersections, list) and not self.intersections:
+            self.image_counts = None
             zero = torch.tensor(0.0, device=self.device)
             return {"iou_ci_low": zero, "iou_ci_high": zero}
-        counts = torch.cat([dim_zero_cat(self.intersections), dim_zero_cat(self.unions)], 1)
-        for column in reversed(range(counts.shape[1])):  # canonical order: sorted rows
-            counts = counts[torch.sort(counts[:, column], stable=True).indices]
-        intersections, unions = counts.cpu().chunk(2, dim=1)
-        generator = torch.Generator().manual_seed(self.seed)
-        n = len(intersections)
-        picks = torch.randint(n, (self.resamples, n), generator=generator)
-        weights = torch.zeros(self.resamples, n, dtype=torch.float64)
-        weights.scatter_add_(1, picks, torch.ones_like(picks, dtype=torch.float64))
-        inter, union = weights @ intersections, weights @ unions
-        present = union > 0
-        iou = torch.where(present, inter / union.clamp_min(1), 0.0)
-        scores = iou.sum(1) / present.sum(1).clamp_min(1)
-        tail = (1 - self.confidence) / 2
-        low, high = torch.quantile(scores, torch.tensor([tail, 1 - tail], dtype=scores.dtype))
+        self.image_counts = ImageCounts.of(
+            dim_zero_cat(self.indices).cpu(),
+            dim_zero_cat(self.intersections).cpu(),
+            dim_zero_cat(self.unions).cpu(),
+        )
+        counts = self.image_counts
+        low, high = iou_interval(
+            counts.intersections, counts.unions, self.confidence, self.resamples, self.seed
+        )
         return {
-            "iou_ci_low": low.float().to(self.device),
-            "iou_ci_high": high.float().to(self.device),
+            "iou_ci_low": torch.tensor(low, device=self.device),
+            "iou_ci_high": torch.tensor(high, device=self.device),
         }
+
+
+@dataclass(frozen=True)
+class ImageCounts:
+    """Per-image intersection and union (images x scored classes) and the images' dataset
+    indices (-1 where unknown), ordered by index."""
+
+    indices: Tensor
+    intersections: Tensor
+    unions: Tensor
+
+    @classmethod
+    def of(cls, indices: Tensor, intersections: Tensor, unions: Tensor) -> ImageCounts:
+        """Sorted by index, each known index once (a distributed sampler pads a split by
+        repeating images); rows of unknown index are all kept, in their order."""
+        known = indices >= 0
+        if known.any():
+            order = torch.sort(indices, stable=True).indices
+            indices, intersections, unions = indices[order], intersections[order], unions[order]
+            repeated = torch.zeros_like(indices, dtype=torch.bool)
+            repeated[1:] = (indices[1:] == indices[:-1]) & (indices[1:] >= 0)
+            keep = ~repeated
+            indices, intersections, unions = indices[keep], intersections[keep], unions[keep]
+        return cls(indices, intersections, unions)
+
+    def image_iou(self) -> Tensor:
+        """Each image's IoU: the mean over the classes present in it (prediction or truth);
+        1.0 for an image where none is."""
+        present = self.unions > 0
+        iou = torch.where(present, self.intersections / self.unions.clamp_min(1), 0.0)
+        mean = iou.sum(1) / present.sum(1).clamp_min(1)
+        return torch.where(present.any(1), mean, 1.0)
 
 
 class ClasswiseJaccardIndex(MulticlassJaccardIndex):

@@ -162,16 +162,42 @@ def compare_command(argv: list[str]) -> int:
     parser.add_argument("--runs_dir", type=Path, default=Path("runs"))
     parser.add_argument("--plot", type=Path, default=None,
                         help="where to save the PNG (default: <runs_dir>/compare.png)")  # fmt: skip
+    parser.add_argument("--paired", action="store_true",
+                        help="two runs: the difference of their test IoUs on the same images, "
+                        "with a paired bootstrap interval")  # fmt: skip
     args = parser.parse_args(argv)
     runs = find_runs(args.runs, args.runs_dir)
     if not runs:
         print(f"no finished fit runs under {args.runs_dir}")
         return 1
+    if args.paired:
+        paired = paired_line(runs)  # before any output: a refusal is the only line
     # Grouped by dataset (scores of different datasets do not compare), best run first.
     runs.sort(key=lambda r: (r.dataset, -r.summary.get("val/iou", float("-inf"))))
     print(table(runs))
     print(f"plot: {plot(runs, args.plot or args.runs_dir / 'compare.png')}")
+    if args.paired:
+        print(paired)
     return 0
+
+
+def paired_line(runs: list[Run]) -> str:
+    """The paired comparison of the tested best checkpoints of exactly two runs."""
+    from lightning_seg.evaluations import compare_paired  # imports torch: only when asked
+
+    if len(runs) != 2:
+        raise ConfigurationError(
+            f"compare --paired compares two runs, got {len(runs)}: name two run folders"
+        )
+    for run in runs:
+        if not run.tests:
+            raise ConfigurationError(
+                f"{run.folder}: its best checkpoint has not been tested; run `lightning-seg test "
+                f"--ckpt_path {run.summary.get('best_checkpoint', '<its best checkpoint>')}`"
+            )
+    a, b = runs
+    names = [f"{run.name} ({run.folder.name[-6:]})" for run in runs]
+    return compare_paired(a.tests[0], b.tests[0]).line(*names)
 
 
 def offline_runs(runs_dir: Path) -> list[Path]:

@@ -21,7 +21,7 @@ from lightning_seg.callbacks import ThresholdTuner
 from lightning_seg.data.datasets import sample_seed
 from lightning_seg.errors import ConfigurationError
 from lightning_seg.losses import LossSpec, build_loss
-from lightning_seg.metrics import build_metrics
+from lightning_seg.metrics import IoUInterval, build_metrics
 from lightning_seg.models import MODELS, AuxiliaryOutput, build_model
 from lightning_seg.postprocess import Postprocess, postprocess_labels
 from lightning_seg.tta import TTA, activate, view_averaged
@@ -231,7 +231,7 @@ class SegmentationTask(LightningModule):
             labels = self.labels_from_probabilities(probs)
         else:
             labels = self.predict_labels(logits)
-        metrics.update(labels, batch["mask"])
+        metrics.update(labels, batch["mask"], index=batch.get("index"))
         batch_size = len(batch["image"])
         self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=batch_size)
         return logits
@@ -259,6 +259,12 @@ class SegmentationTask(LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics(self.test_metrics)
+        # Every test image's counts, gathered from all processes by the metric's compute:
+        # the CLI writes them beside the scores (a per-image report, paired comparisons).
+        self.test_image_counts = next(
+            (m.image_counts for m in self.test_metrics.values() if isinstance(m, IoUInterval)),
+            None,
+        )
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self._evaluate(batch, "val")

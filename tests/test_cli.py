@@ -173,3 +173,13 @@ def test_explicit_normalisation_wins_over_the_encoders(tmp_path):
     default = PH2DataModule(root=str(tmp_path))
     default.use_encoder_normalization((0.5,) * 3, (0.5,) * 3)
     assert default.preprocessing.mean == (0.5,) * 3
+
+
+def test_trainer_default_root_dir_holds_the_run_folders(tiny_fit_args, tmp_path, capsys):
+    root = tmp_path / "lightning_root"
+    main(["fit", *tiny_fit_args, f"--trainer.default_root_dir={root}"])
+    run_dir = only(list((root / "quickstart").iterdir()))
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "summary.json").is_file() and (run_dir / "config.yaml").is_file()
+    assert not (tmp_path / "runs").exists()  # --runs_dir gave way to the user's root
+    assert str(run_dir) in capsys.readouterr().out.strip().splitlines()[-1]

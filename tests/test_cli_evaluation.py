@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,9 @@ import pytest
 import torch
 
 from lightning_seg.cli import main, run_cli
+from lightning_seg.errors import ConfigurationError
 from tests.cli_helpers import exit_status, short_fit_args
+from tests.data.generated import make_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSOLE_SCRIPT = Path(sys.executable).parent / "lightning-seg"
@@ -83,6 +86,65 @@ def test_checkpoint_outside_a_run_needs_an_experiment(tiny_fit_args, tmp_path, c
     assert "--experiment" in capsys.readouterr().err
 
 
+def test_test_writes_every_images_score_and_names_the_worst(tiny_fit_args, tmp_path, capsys):
+    run = fit_run(tiny_fit_args, tmp_path / "runs")
+    best = json.loads((run / "summary.json").read_text())["best_checkpoint"]
+    capsys.readouterr()
+    run_cli(["test", f"--ckpt_path={best}", "--trainer.logger=false"])
+    *_, worst_line, done_line = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(next((run / "evaluations").glob("test-*.json")).read_text())
+    images = result["images"]
+    assert [r["name"] for r in images] == [f"test-{i:04d}" for i in range(8)]  # every image once
+    # The records add up to the dataset score, and each image's IoU is its own counts'.
+    inter = sum(r["intersection"][0] for r in images)
+    union = sum(r["union"][0] for r in images)
+    assert inter / union == pytest.approx(result["test/iou"], abs=1e-6)
+    for r in images:
+        assert r["iou"] == pytest.approx(r["intersection"][0] / r["union"][0], abs=1e-6)
+    worst = sorted(images, key=lambda r: r["iou"])[:3]
+    assert worst_line == "worst test images: " + ", ".join(
+        f"{r['name']} {r['iou']:.3f}" for r in worst
+    )
+    assert done_line.startswith("test done:")
+
+
+def test_compare_paired_gives_the_difference_of_two_runs_on_the_same_images(
+    tiny_fit_args, tmp_path, capsys
+):
+    runs = tmp_path / "runs"
+    first = fit_run(tiny_fit_args, runs / "a")
+    second = fit_run(tiny_fit_args, runs / "b", "--seed_everything=7", "--trainer.max_epochs=1")
+    compare = ["compare", str(first), str(second), "--paired", "--runs_dir", str(runs),
+               "--plot", str(tmp_path / "c.png")]  # fmt: skip
+    capsys.readouterr()
+    assert exit_status(compare) == 2  # neither is tested yet: one line says what to run
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has not been tested" in err[0] and "lightning-seg test" in err[0]
+
+    results = []
+    for run in (first, second):
+        best = json.loads((run / "summary.json").read_text())["best_checkpoint"]
+        run_cli(["test", f"--ckpt_path={best}", "--trainer.logger=false"])
+        results.append(json.loads(next((run / "evaluations").glob("test-*.json")).read_text()))
+    capsys.readouterr()
+    assert exit_status(compare) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    match = re.fullmatch(
+        r"quickstart \(\w{6}\) - quickstart \(\w{6}\): test IoU ([\d.]+) - ([\d.]+) = "
+        r"([+-][\d.]+) \(95 % CI ([+-][\d.]+) to ([+-][\d.]+), paired bootstrap over 8 shared "
+        r"images\): .+",
+        line,
+    )
+    assert match, line
+    iou_a, iou_b, difference, low, high = map(float, match.groups())
+    assert (iou_a, iou_b) == pytest.approx([r["test/iou"] for r in results], abs=1e-4)
+    assert difference == pytest.approx(iou_a - iou_b, abs=2e-4)
+    assert low <= difference <= high
+
+    assert exit_status(["compare", str(first), "--paired", "--runs_dir", str(runs)]) == 2
+    assert "compares two runs, got" in capsys.readouterr().err
+
+
 def test_compare_shows_the_test_of_the_best_checkpoint_not_the_best_test(
     tiny_fit_args, tmp_path, capsys
 ):
@@ -113,17 +175,27 @@ def test_fit_line_and_summary_give_the_iou_at_half_and_the_tuned_one(
     assert state["hyper_parameters"]["threshold"] == summary["threshold"]
 
 
-def test_threshold_tuning_refuses_a_fit_that_trains_on_val(tmp_path):
+def test_threshold_tuning_refuses_a_fit_that_trains_on_val_before_any_run_folder(tmp_path, capsys):
+    root = make_folder(tmp_path / "data")
+    runs = tmp_path / "runs"
+    flags = [
+        "fit", "--experiment=quickstart", f"--runs_dir={runs}", "--model.tune_threshold=true",
+        "--data=lightning_seg.data.FolderDataModule", f"--data.root={root}",
+        "--data.image_size=32", "--data.train_splits=[train, val]",
+    ]  # fmt: skip
+    assert exit_status(flags) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data.train_splits includes val" in err[0], err
+    assert not runs.exists()  # refused before a run folder (or a W&B run) was made
+
     from types import SimpleNamespace
 
     from lightning_seg.callbacks import ThresholdTuner
-    from lightning_seg.errors import ConfigurationError
 
+    # The callback refuses too, for a Trainer built in Python without the command line.
     trainer = SimpleNamespace(datamodule=SimpleNamespace(train_splits=("train", "val")))
     with pytest.raises(ConfigurationError, match=r"model\.threshold"):
         ThresholdTuner().setup(trainer, None, "fit")  # type: ignore[arg-type]
-    ThresholdTuner().setup(SimpleNamespace(datamodule=SimpleNamespace(train_splits=("train",))),
-                           None, "fit")  # type: ignore[arg-type]  # fmt: skip
 
 
 def test_validate_scores_the_best_checkpoint_as_the_threshold_tuner_and_test_do(tmp_path):

@@ -157,6 +157,11 @@ class SegmentationDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test")
 
+    def sample_names(self, split: str) -> list[str]:
+        """A name for each sample of a built split, in dataset order (the ``index`` of its
+        batches): how per-image scores say which image they belong to."""
+        return [f"{split}-{i:04d}" for i in range(len(self.datasets[split]))]  # type: ignore[arg-type]
+
     def fingerprint(self) -> str:
         """Identifies the data a run saw (W&B config), so two runs can be checked to compare
         like with like: here the generating settings; for files, the files themselves."""

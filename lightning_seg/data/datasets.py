@@ -76,9 +76,15 @@ class ArrayDataset(Dataset):
             self._seeded_pid = os.getpid()
 
     def sample(
-        self, image: np.ndarray, mask: np.ndarray, weight: np.ndarray | None, seed: int | None
+        self,
+        image: np.ndarray,
+        mask: np.ndarray,
+        weight: np.ndarray | None,
+        seed: int | None,
+        index: int,
     ) -> dict[str, torch.Tensor]:
-        """Augment (seeded) and normalise one decoded sample."""
+        """Augment (seeded) and normalise one decoded sample; ``index`` names it in the
+        batch, so per-image scores know their image (``sample_names`` of the datamodule)."""
         if self.transform is not None:
             self.seed_transform(seed)
             targets = {"image": image, "mask": mask}
@@ -86,7 +92,7 @@ class ArrayDataset(Dataset):
                 targets["weight"] = weight
             out = self.transform(**targets)
             image, mask, weight = out["image"], out["mask"], out.get("weight")
-        return to_tensors(image, mask, self.preprocessing, weight)
+        return {**to_tensors(image, mask, self.preprocessing, weight), "index": torch.tensor(index)}
 
     def __getitem__(self, index: int | tuple[int, int, int]) -> dict[str, torch.Tensor]:
         seed = None
@@ -94,7 +100,7 @@ class ArrayDataset(Dataset):
             seed, index = sample_seed(*index), index[2]
         weight = None if self.weights is None else np.asarray(self.weights[index])
         return self.sample(
-            np.asarray(self.images[index]), np.asarray(self.masks[index]), weight, seed
+            np.asarray(self.images[index]), np.asarray(self.masks[index]), weight, seed, index
         )
 
 
@@ -124,7 +130,7 @@ class FileDataset(ArrayDataset):
         pair, piece = self.pieces[index]
         image, mask, _ = list(self.preprocessing.pieces(*self.decode(pair)))[piece]
         weight = self.weight_of(mask) if self.weight_of is not None else None
-        return self.sample(image, mask, weight, seed)
+        return self.sample(image, mask, weight, seed, index)
 
 
 class EpochSampler(Sampler):

@@ -252,7 +252,7 @@ class FileDataModule(SegmentationDataModule):
     def build_dataset(self, split: str) -> Dataset:
         """The split's dataset; ``train`` joins every split in ``train_splits``, each sample
         augmented with the training transforms."""
-        sources = self.train_splits if split == "train" else (split,)
+        sources = self.sources_of(split)
         transform = build_transform(self.transform_specs[split])
         weight_of = self.weight_map_of if self.weight_map else None
         if not self.cache:
@@ -278,6 +278,36 @@ class FileDataModule(SegmentationDataModule):
         images = joined([part.images for part in arrays])
         masks = joined([part.masks for part in arrays])
         return ArrayDataset(images, masks, weights, transform, self.preprocessing)
+
+    def sample_names(self, split: str) -> list[str]:
+        """Each sample's image file relative to the data folder, in dataset order
+        (``PH2Dataset/PH2 Dataset images/IMD015/IMD015_Dermoscopic_Image/IMD015.png``); a tile
+        adds ``#top,left`` (``#k``, its number, when the split is not cached)."""
+        dataset = self.datasets.get(split)
+        if isinstance(dataset, FileDataset):  # no cache: a name per tile index
+            counts: dict[Path, int] = {}
+            for pair, _ in dataset.pieces:
+                counts[pair.image] = counts.get(pair.image, 0) + 1
+            sources = [
+                f"{pair.image}#{piece}" if counts[pair.image] > 1 else str(pair.image)
+                for pair, piece in dataset.pieces
+            ]
+        else:
+            sources = [s for name in self.sources_of(split) for s in self.decoded(name).sources]
+        return [self.relative_name(source) for source in sources]
+
+    def relative_name(self, source: str) -> str:
+        """``source`` relative to the data folder, when it lies inside it."""
+        for base in (self.root, self.root.resolve()):
+            try:
+                return Path(source).relative_to(base).as_posix()
+            except ValueError:
+                continue
+        return source
+
+    def sources_of(self, split: str) -> tuple[str, ...]:
+        """The splits a dataset is made of: ``train`` joins every split in ``train_splits``."""
+        return self.train_splits if split == "train" else (split,)
 
     def class_frequencies(self) -> np.ndarray:
         """Median-frequency statistics of the training masks (Eigen and Fergus, as SegNet uses):

@@ -120,6 +120,19 @@ def test_train_splits_train_and_val_trains_on_both_with_training_augmentation(tm
     assert both.describe()["train_splits"] == ["train", "val"]
 
 
+@pytest.mark.parametrize("cache", [True, False])
+def test_samples_carry_their_index_and_are_named_by_their_file(tmp_path, cache):
+    root = make_folder(tmp_path / "d", n=12)
+    dm = folder_dm(root, cache=cache)
+    dm.prepare_data()
+    dm.setup("test")
+    test = dm.datasets["test"]
+    names = dm.sample_names("test")
+    # The split's own images, relative to the data folder, in the order the dataset serves them.
+    assert names == [f"images/{pair.image.name}" for pair in dm.splits()["test"]]
+    assert [int(test[i]["index"]) for i in range(len(test))] == list(range(len(names)))
+
+
 def test_train_splits_never_include_the_test_split(tmp_path):
     with pytest.raises(ConfigurationError, match=r"data\.train_splits: .*\['train', 'test'\]"):
         folder_dm(make_folder(tmp_path / "d"), train_splits=["train", "test"])
