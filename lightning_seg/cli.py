@@ -41,7 +41,7 @@ from lightning_seg.data import SegmentationDataModule
 from lightning_seg.data.download import DownloadError
 from lightning_seg.data.io import DataError
 from lightning_seg.errors import ConfigurationError
-from lightning_seg.evaluations import image_records, worst_images
+from lightning_seg.evaluations import image_records, trained_images, worst_images
 from lightning_seg.experiments import (
     EVALUATING,
     checkpoint_run_dir,
@@ -317,6 +317,13 @@ class SegmentationCLI(LightningCLI):
             checkpoint = evaluation.get("checkpoint") or "none"
             if evaluation.get("images"):
                 print(f"worst test images: {worst_images(evaluation['images'])}")
+            if evaluation.get("held_out") is False:
+                seen = evaluation["images_trained_on"]
+                print(
+                    f"warning: {len(seen)} {prefix} image(s) are training images of this "
+                    f"checkpoint (e.g. {seen[0]}): {prefix}/iou is not a held-out score"
+                )
+                scores.append("held_out=false")
             print(f"{stage} done: {' '.join(scores)} checkpoint={checkpoint}")
 
     def write_evaluation(self, stage: str) -> dict[str, Any]:
@@ -328,9 +335,15 @@ class SegmentationCLI(LightningCLI):
             "checkpoint": str(Path(config.ckpt_path).resolve()) if config.ckpt_path else None,
             **{k: float(v) for k, v in self.trainer.callback_metrics.items()},
         }
-        counts = getattr(self.model, "test_image_counts", None) if stage == "test" else None
-        if counts is not None:
-            evaluation["images"] = image_records(counts, self.datamodule.sample_names("test"))
+        split = "test" if stage == "test" else "val"
+        if hasattr(self.datamodule, "sample_names"):
+            names = self.datamodule.sample_names(split)
+            if stage == "test" and self.model.test_image_counts is not None:
+                evaluation["images"] = image_records(self.model.test_image_counts, names)
+            if self.model.trained_on is not None:  # unknown for checkpoints from elsewhere
+                seen = trained_images(names, self.model.trained_on)
+                evaluation["held_out"] = not seen
+                evaluation["images_trained_on"] = seen
         name = Path(config.ckpt_path).stem if config.ckpt_path else "no-checkpoint"
         path = self.run_dir / "evaluations" / f"{stage}-{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)

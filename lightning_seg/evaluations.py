@@ -36,6 +36,12 @@ def image_records(counts: ImageCounts, names: list[str]) -> list[dict[str, Any]]
     return records
 
 
+def trained_images(test_names: list[str], trained_on: list[str]) -> list[str]:
+    """The test images that are also training images (tiles compared by their image file)."""
+    seen = {name.split("#")[0] for name in trained_on}
+    return [name for name in test_names if name.split("#")[0] in seen]
+
+
 def worst_images(records: list[dict[str, Any]], count: int = 3) -> str:
     """``IMD155.bmp 0.663, IMD404.bmp 0.702``: the lowest-scoring images, by file name."""
     worst = sorted(records, key=lambda r: r["iou"])[:count]

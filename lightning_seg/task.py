@@ -21,7 +21,7 @@ from lightning_seg.callbacks import ThresholdTuner
 from lightning_seg.data.datasets import sample_seed
 from lightning_seg.errors import ConfigurationError
 from lightning_seg.losses import LossSpec, build_loss
-from lightning_seg.metrics import IoUInterval, build_metrics
+from lightning_seg.metrics import ImageCounts, IoUInterval, build_metrics
 from lightning_seg.models import MODELS, AuxiliaryOutput, build_model
 from lightning_seg.postprocess import Postprocess, postprocess_labels
 from lightning_seg.tta import TTA, activate, view_averaged
@@ -101,6 +101,10 @@ class SegmentationTask(LightningModule):
         # Set by Lightning's LearningRateFinder callback (--trainer.callbacks+=LearningRateFinder);
         # None keeps the optimizer's configured learning rate.
         self.lr: float | None = None
+        # The names of the training images (set by fit, kept in checkpoints): a test split
+        # that shares any is not held out, and `test` says so.
+        self.trained_on: list[str] | None = None
+        self.test_image_counts: ImageCounts | None = None
         self.configure_models()
         self.configure_losses()
         self.configure_metrics()
@@ -317,9 +321,18 @@ class SegmentationTask(LightningModule):
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "inference_settings"):
             checkpoint["lightning_seg"] = datamodule.inference_settings()
+            if self.trained_on is not None:
+                # The images it learned from, so `test` can tell whether its score is held out.
+                checkpoint["lightning_seg"]["trained_on"] = self.trained_on
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.trained_on = (checkpoint.get("lightning_seg") or {}).get("trained_on")
 
     def on_fit_start(self) -> None:
         self._base_seed = torch.initial_seed()  # seed_everything's, also when resuming
+        datamodule = self.trainer.datamodule
+        if datamodule is not None and hasattr(datamodule, "sample_names"):
+            self.trained_on = datamodule.sample_names("train")
 
     def on_train_epoch_start(self) -> None:
         # Torch's own randomness (dropout) restarts from (seed, epoch) every epoch, so a run

@@ -108,6 +108,42 @@ def test_test_writes_every_images_score_and_names_the_worst(tiny_fit_args, tmp_p
     assert done_line.startswith("test done:")
 
 
+def test_evaluations_say_when_the_scored_images_were_trained_on(tmp_path, capsys):
+    root = make_folder(tmp_path / "data", n=20)
+    data = ["--data=lightning_seg.data.FolderDataModule", f"--data.root={root}",
+            "--data.image_size=32", "--data.batch_size=4"]  # fmt: skip
+    flags = short_fit_args(tmp_path / "runs", *data, epochs=1, logger=False)
+    flags = [f for f in flags if not f.startswith("--data.init_args.")]  # synthetic-only flags
+    run_cli(["fit", *flags])
+    (summary,) = (tmp_path / "runs").rglob("summary.json")
+    best = json.loads(summary.read_text())["best_checkpoint"]
+    state = torch.load(best, weights_only=True, map_location="cpu")
+    trained_on = state["lightning_seg"]["trained_on"]
+    assert len(trained_on) == 14 and all(name.startswith("images/") for name in trained_on)
+
+    def evaluate(command: str, *extra: str) -> tuple[dict, list[str]]:
+        capsys.readouterr()
+        run_cli([command, f"--ckpt_path={best}", "--trainer.logger=false", *extra])
+        lines = capsys.readouterr().out.strip().splitlines()
+        stage = "test" if command == "test" else "validate"
+        path = summary.parent / "evaluations" / f"{stage}-{Path(best).stem}.json"
+        return json.loads(path.read_text()), lines
+
+    result, lines = evaluate("test")
+    assert result["held_out"] is True and "held_out=false" not in lines[-1]
+    assert not any(line.startswith("warning:") for line in lines)
+    # Another data seed draws another split: some of its test images were trained on.
+    result, lines = evaluate("test", "--data.seed=3")
+    seen = result["images_trained_on"]
+    assert result["held_out"] is False and seen and set(seen) <= set(trained_on)
+    assert lines[-2].startswith(f"warning: {len(seen)} test image(s) are training images")
+    assert lines[-1].startswith("test done:") and lines[-1].endswith(
+        f"held_out=false checkpoint={best}"
+    )
+    result, lines = evaluate("validate", "--data.seed=3")
+    assert result["held_out"] is False and "val/iou is not a held-out score" in lines[-2]
+
+
 def test_compare_paired_gives_the_difference_of_two_runs_on_the_same_images(
     tiny_fit_args, tmp_path, capsys
 ):

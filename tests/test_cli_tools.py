@@ -26,6 +26,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, fit_checkpoint) -> Path
 
 def test_checkpoint_carries_what_inference_needs(checkpoint):
     state = torch.load(checkpoint, weights_only=True)
+    # The names of the images it learned from: `test` tells a held-out score from a leaked one.
+    assert state["lightning_seg"].pop("trained_on") == [f"train-{i:04d}" for i in range(8)]
     assert state["lightning_seg"] == {
         "preprocessing": {
             "image_size": [32, 32], "tiled": False, "interpolation": "auto",
