@@ -1,5 +1,5 @@
 """``python -m lightning_seg`` runs the command line."""
 
-from lightning_seg.cli import main
+from lightning_seg.entry import main
 
 raise SystemExit(main())

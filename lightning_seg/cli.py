@@ -29,17 +29,10 @@ from lightning_seg.callbacks import (
     RunSummary,
     check_tuning_data,
 )
-from lightning_seg.commands import (
-    PREDICT_FILES,
-    TOOLS,
-    overview,
-    tool,
-    wants_file_prediction,
-)
+from lightning_seg.commands import TOOLS
 from lightning_seg.console import console_callbacks, quiet_libraries
 from lightning_seg.data import SegmentationDataModule
-from lightning_seg.data.download import DownloadError
-from lightning_seg.data.io import DataError
+from lightning_seg.entry import main as main  # the command line, re-exported
 from lightning_seg.errors import ConfigurationError
 from lightning_seg.evaluations import image_records, trained_images, worst_images
 from lightning_seg.experiments import (
@@ -67,9 +60,6 @@ LINKED_FROM_DATA = ("num_classes", "in_channels", "ignore_index", "class_names",
 # How a checkpoint's weights are evaluated, not what they are: `test --ckpt_path C
 # --model.tta=none` (or --model.threshold, --model.postprocess) overrides the checkpoint's value.
 EVALUATION_SETTINGS = ("tta", "threshold", "postprocess")
-# Errors about the user's configuration or data: one line on stderr and exit status 2, never a
-# traceback from deep inside a library.
-USER_ERRORS = (ConfigurationError, DataError, DownloadError)
 
 
 class SegmentationCLI(LightningCLI):
@@ -397,48 +387,3 @@ def train(experiment: str = "quickstart", *flags: str, **settings: Any) -> Segme
     ``train("unet_bce", trainer={"max_epochs": 3}, data={"init_args": {"batch_size": 4}})``.
     Returns the CLI: ``.trainer``, ``.model``, ``.datamodule`` and ``.summary.summary``."""
     return run_cli(["fit", f"--experiment={experiment}", *flags, *as_flags(settings)])
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``lightning-seg`` and ``python -m lightning_seg``: the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(overview())
-        return 0 if argv else 2
-    files = wants_file_prediction(argv)
-    try:
-        if argv and (argv[0] in TOOLS or files):
-            command = tool(PREDICT_FILES if files else TOOLS[argv[0]])
-            return int(command(argv[1:]) or 0)
-        run_cli(argv)
-    except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except ValueError as error:
-        # jsonargparse wraps what a class raises while it instantiates it (a datamodule in
-        # subclass mode); the user's mistake is the error inside, and it is one line.
-        cause = user_error_inside(error)
-        if cause is None:
-            raise
-        print(f"error: {cause}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def user_error_inside(error: BaseException) -> BaseException | None:
-    """The configuration or data error that ``error`` was raised from or during, if any."""
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [error.__cause__, error.__context__]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        if isinstance(current, USER_ERRORS):
-            return current
-        seen.add(id(current))
-        todo += [current.__cause__, current.__context__]
-    return None
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

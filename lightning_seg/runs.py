@@ -210,8 +210,6 @@ def offline_runs(runs_dir: Path) -> list[Path]:
 
 
 def sync_command(argv: list[str]) -> int:
-    from lightning_seg.tracking import has_wandb_credentials
-
     parser = argparse.ArgumentParser(
         prog="lightning-seg sync", description="Upload every offline W&B run not yet uploaded."
     )
@@ -227,6 +225,8 @@ def sync_command(argv: list[str]) -> int:
         print(f"  {folder}")
     if args.dry_run:
         return 0
+    from lightning_seg.tracking import has_wandb_credentials  # imports Lightning: only now
+
     if not has_wandb_credentials():
         raise ConfigurationError("no W&B credentials: run `wandb login` (or set WANDB_API_KEY)")
     env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}

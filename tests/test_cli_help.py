@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,22 @@ def test_top_level_help_lists_every_command_with_one_line(capsys):
         (line,) = [row for row in out.splitlines() if row.strip().startswith(f"{command} ")]
         assert len(line.split(None, 1)[1]) > 10
     assert "--input" in out and "quickstart" in out
+
+
+def test_help_compare_and_sync_answer_without_importing_lightning_or_torch(tmp_path):
+    # `import lightning` alone takes seconds: commands that do not train must not pay for it.
+    code = (
+        "import sys\n"
+        "from lightning_seg.entry import main\n"
+        "assert main(['--help']) == 0\n"
+        f"assert main(['compare', '--runs_dir', {str(tmp_path)!r}]) == 1\n"
+        f"assert main(['sync', '--dry-run', '--runs_dir', {str(tmp_path)!r}]) == 0\n"
+        "print(sorted(m for m in ('lightning', 'torch', 'albumentations') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_no_command_prints_the_overview_and_fails(capsys):

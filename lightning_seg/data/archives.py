@@ -21,8 +21,8 @@ every clash found before anything moves (by hand: ``shutil.move`` cannot merge),
 broken archive leaves nothing. An archive that cannot be read, a truncated zip included, raises
 :class:`DamagedArchiveError`, so a caller can fetch it again.
 
-:class:`DownloadError` is defined here and re-exported by :mod:`lightning_seg.data.download`,
-where callers import it.
+:class:`DownloadError` (:mod:`lightning_seg.errors`) is re-exported here and by
+:mod:`lightning_seg.data.download`, where callers import it.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from lightning_seg.data.rar import (
     rar_extractors,
     rar_members,
 )
+from lightning_seg.errors import DownloadError
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,6 @@ _DAMAGED = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZM
 _FilterError = getattr(tarfile, "FilterError", ())  # () catches nothing: Python before 3.11.4
 _TAR_TYPES = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE}
 _Links = dict[tuple[str, ...], str]  # where a symlink really is (its parts) -> its target
-
-
-class DownloadError(Exception):
-    """A dataset file could not be downloaded, verified or extracted; the message says why."""
 
 
 class DamagedArchiveError(DownloadError):

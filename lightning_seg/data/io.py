@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from lightning_seg.errors import ConfigurationError
+from lightning_seg.errors import ConfigurationError, DataError
 
 # Pillow's own default, 1024 * 1024 * 1024 // 4 // 3: about 9,500 x 9,500 pixels.
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -53,19 +53,6 @@ _EXIF_ERRORS = (*_DECODE_ERRORS, KeyError, TypeError)
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
 _HIGH_DEPTH_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
-
-
-class DataError(Exception):
-    """A data file cannot be used: says which file and what is wrong with it, in one line."""
-
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
-
-    def __reduce__(self) -> tuple[type[DataError], tuple[str, str]]:
-        # Keeps the two fields when a DataLoader worker sends the error to the main process.
-        return type(self), (self.path, self.problem)
 
 
 def is_image_file(path: str | os.PathLike[str]) -> bool:
