@@ -43,7 +43,7 @@ PH2_SIZE = (572, 765)  # height, width of a typical PH2 image
 
 def train_checkpoint(folder: Path) -> Path:
     """A quickstart-sized U-Net trained for two steps on 256 x 256 synthetic images."""
-    from lightning_seg.cli import main
+    from lightning_seg.entry import main
 
     main(
         [

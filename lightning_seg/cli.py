@@ -32,7 +32,6 @@ from lightning_seg.callbacks import (
 from lightning_seg.commands import TOOLS
 from lightning_seg.console import console_callbacks, quiet_libraries
 from lightning_seg.data import SegmentationDataModule
-from lightning_seg.entry import main as main  # the command line, re-exported
 from lightning_seg.errors import ConfigurationError
 from lightning_seg.evaluations import image_records, trained_images, worst_images
 from lightning_seg.experiments import (

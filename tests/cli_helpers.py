@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lightning_seg.cli import main
+from lightning_seg.entry import main
 
 
 def exit_status(argv: list[str]) -> int:

@@ -46,7 +46,7 @@ def tiny_fit_args(tmp_path: Path) -> list[str]:
 
 def _fit_tiny_checkpoint(runs: Path, *extra: str) -> Path:
     """A real checkpoint from a fit of two steps of a tiny U-Net on 32 x 32 synthetic images."""
-    from lightning_seg.cli import main
+    from lightning_seg.entry import main
     from tests.cli_helpers import short_fit_args
 
     flags = short_fit_args(runs, *extra, epochs=1, train_batches=2, val_batches=1, num_train=8,

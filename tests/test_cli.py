@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from lightning_seg.cli import main, run_cli
+from lightning_seg.cli import run_cli
+from lightning_seg.entry import main
 from tests.cli_helpers import exit_status
 from tests.wandb_offline import read_offline_run
 

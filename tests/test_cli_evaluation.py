@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_seg.cli import main, run_cli
+from lightning_seg.cli import run_cli
+from lightning_seg.entry import main
 from lightning_seg.errors import ConfigurationError
 from tests.cli_helpers import exit_status, short_fit_args
 from tests.data.generated import make_folder

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lightning_seg.cli import main
 from lightning_seg.commands import COMMANDS
+from lightning_seg.entry import main
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lightning_seg.cli import main, run_cli
+from lightning_seg.cli import run_cli
+from lightning_seg.entry import main
 
 REPO = Path(__file__).resolve().parents[1]
 

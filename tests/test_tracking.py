@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from lightning_seg.cli import main, run_cli
+from lightning_seg.cli import run_cli
+from lightning_seg.entry import main
 from lightning_seg.runs import offline_runs
 from lightning_seg.tracking import new_run_id
 from tests.cli_helpers import short_fit_args

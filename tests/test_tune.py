@@ -211,7 +211,8 @@ def test_trial_flags_become_the_tuned_yaml() -> None:
 def test_shipped_search_spaces_sample_flags_the_cli_accepts(
     search: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from lightning_seg.cli import flag, main
+    from lightning_seg.cli import flag
+    from lightning_seg.entry import main
 
     space = load_search_space(search.stem, search)
 

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from lightning_seg.cli import main
 from lightning_seg.data import PH2DataModule
+from lightning_seg.entry import main
 from tests.data.test_generated import make_folder
 
 

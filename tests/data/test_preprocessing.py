@@ -90,7 +90,7 @@ def test_pad_to_stride_reflects_up_to_the_multiple() -> None:
 
 
 def test_median_frequency_weights_are_linked_from_the_data_into_the_loss(tmp_path: Path) -> None:
-    from lightning_seg.cli import main
+    from lightning_seg.entry import main
 
     root = make_folder(tmp_path / "folder")
     expected = folder_dm(root).median_frequency_weights()

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from lightning_seg.cli import main, run_cli
+from lightning_seg.cli import run_cli
+from lightning_seg.entry import main
 from lightning_seg.models import MODELS
 from lightning_seg.models.summary import model_table
 
