@@ -59,7 +59,7 @@ models: $(STAMP) ## list the networks with parameters and GFLOPs at 256x256
 check-data: $(STAMP) ## audit an experiment's dataset: make check-data EXP=segnet_bce
 	$(PY) -m lightning_seg check-data --experiment $(EXP) $(ARGS)
 
-compare: $(STAMP) ## table and plot of local runs: make compare [ARGS="unet_bce segnet_bce"]
+compare: $(STAMP) ## table and plot of local runs: make compare [ARGS="unet_bce segnet_bce"], or ARGS="RUN_A RUN_B --paired"
 	$(PY) -m lightning_seg compare $(ARGS)
 
 sync: $(STAMP) ## upload every offline W&B run not yet uploaded
