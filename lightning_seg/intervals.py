@@ -27,18 +27,20 @@ def bootstrap_weights(images: int, resamples: int = 2000, seed: int = 0) -> Tens
     return weights
 
 
+def macro_iou(intersections: Tensor, unions: Tensor) -> Tensor:
+    """Each row's IoU, the mean over its classes present (union > 0); 0.0 where none is."""
+    present = unions > 0
+    iou = torch.where(present, intersections / unions.clamp_min(1), 0.0)
+    return iou.sum(1) / present.sum(1).clamp_min(1)
+
+
 def dataset_iou(intersections: Tensor, unions: Tensor, weights: Tensor | None = None) -> Tensor:
     """The dataset-level IoU (macro mean over the classes present) of images x classes counts,
     or of each resample when ``weights`` (resamples x images) is given."""
     intersections, unions = intersections.double(), unions.double()
     if weights is None:
-        inter, union = intersections.sum(0, keepdim=True), unions.sum(0, keepdim=True)
-    else:
-        inter, union = weights @ intersections, weights @ unions
-    present = union > 0
-    iou = torch.where(present, inter / union.clamp_min(1), 0.0)
-    scores = iou.sum(1) / present.sum(1).clamp_min(1)
-    return scores if weights is not None else scores[0]
+        return macro_iou(intersections.sum(0, keepdim=True), unions.sum(0, keepdim=True))[0]
+    return macro_iou(weights @ intersections, weights @ unions)
 
 
 def central_interval(scores: Tensor, confidence: float = 0.95) -> tuple[float, float]:

@@ -44,7 +44,7 @@ from torchmetrics.classification import (
 )
 from torchmetrics.utilities import dim_zero_cat
 
-from lightning_seg.intervals import iou_interval
+from lightning_seg.intervals import iou_interval, macro_iou
 
 BINARY_KEYS = ("f1", "iou", "iou_per_image", "iou_worst_image")
 INTERVAL_KEYS = ("iou_ci_low", "iou_ci_high")
@@ -197,12 +197,12 @@ class IoUInterval(Metric):
             self.image_counts = None
             zero = torch.tensor(0.0, device=self.device)
             return {"iou_ci_low": zero, "iou_ci_high": zero}
-        self.image_counts = ImageCounts.of(
+        counts = ImageCounts.of(
             dim_zero_cat(self.indices).cpu(),
             dim_zero_cat(self.intersections).cpu(),
             dim_zero_cat(self.unions).cpu(),
         )
-        counts = self.image_counts
+        self.image_counts = counts
         low, high = iou_interval(
             counts.intersections, counts.unions, self.confidence, self.resamples, self.seed
         )
@@ -225,23 +225,19 @@ class ImageCounts:
     def of(cls, indices: Tensor, intersections: Tensor, unions: Tensor) -> ImageCounts:
         """Sorted by index, each known index once (a distributed sampler pads a split by
         repeating images); rows of unknown index are all kept, in their order."""
-        known = indices >= 0
-        if known.any():
+        if (indices >= 0).any():
             order = torch.sort(indices, stable=True).indices
             indices, intersections, unions = indices[order], intersections[order], unions[order]
-            repeated = torch.zeros_like(indices, dtype=torch.bool)
-            repeated[1:] = (indices[1:] == indices[:-1]) & (indices[1:] >= 0)
-            keep = ~repeated
+            keep = torch.ones_like(indices, dtype=torch.bool)
+            keep[1:] = (indices[1:] != indices[:-1]) | (indices[1:] < 0)
             indices, intersections, unions = indices[keep], intersections[keep], unions[keep]
         return cls(indices, intersections, unions)
 
     def image_iou(self) -> Tensor:
         """Each image's IoU: the mean over the classes present in it (prediction or truth);
         1.0 for an image where none is."""
-        present = self.unions > 0
-        iou = torch.where(present, self.intersections / self.unions.clamp_min(1), 0.0)
-        mean = iou.sum(1) / present.sum(1).clamp_min(1)
-        return torch.where(present.any(1), mean, 1.0)
+        mean = macro_iou(self.intersections, self.unions)
+        return torch.where((self.unions > 0).any(1), mean, 1.0)
 
 
 class ClasswiseJaccardIndex(MulticlassJaccardIndex):

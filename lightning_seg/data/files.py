@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -285,9 +286,7 @@ class FileDataModule(SegmentationDataModule):
         adds ``#top,left`` (``#k``, its number, when the split is not cached)."""
         dataset = self.datasets.get(split)
         if isinstance(dataset, FileDataset):  # no cache: a name per tile index
-            counts: dict[Path, int] = {}
-            for pair, _ in dataset.pieces:
-                counts[pair.image] = counts.get(pair.image, 0) + 1
+            counts = Counter(pair.image for pair, _ in dataset.pieces)
             sources = [
                 f"{pair.image}#{piece}" if counts[pair.image] > 1 else str(pair.image)
                 for pair, piece in dataset.pieces
