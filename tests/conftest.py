@@ -10,6 +10,10 @@ os.environ.setdefault("WANDB_SILENT", "true")
 # No network in tests: Hugging Face downloads fail at once instead of retrying for half a minute.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.pop("LIGHTNING_SEG_RUN_ID", None)
+# Under pytest-xdist (`make test` runs a worker per core) each worker computes on one thread:
+# two workers of two OpenMP threads each on a 2-core machine wait on each other.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
