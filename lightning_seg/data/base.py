@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lightning_seg.data.datasets import EpochSampler
 from lightning_seg.data.weight_maps import check_weight_map_spec, unet_weight_map
@@ -114,7 +115,7 @@ class SegmentationDataModule(LightningDataModule):
         sampler = (
             EpochSampler(len(dataset), seed, self.training_epoch)  # type: ignore[arg-type]
             if shuffle
-            else None
+            else self._evaluation_sampler(dataset)
         )
         return DataLoader(
             dataset,
@@ -124,6 +125,26 @@ class SegmentationDataModule(LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+        )
+
+    def _evaluation_sampler(self, dataset: Dataset) -> Sampler | None:
+        """Under DDP, for ``test`` and ``validate``: each process scores its own images and no
+        image twice, so every score covers the split exactly once.
+
+        Lightning's own sampler pads the shorter shares with repeated images (41 test images on
+        two processes score 42), which tilts every metric towards the repeats. Outside ``fit``
+        the network is not wrapped in DistributedDataParallel, so processes may run one batch
+        more or less than each other; during ``fit`` its forward passes synchronise buffers, so
+        validation keeps Lightning's padded, equal shares (only the interval and per-image
+        records de-duplicate them). A split smaller than the number of processes keeps them too.
+        """
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.world_size < 2 or trainer.state.fn == "fit":
+            return None
+        if len(dataset) < trainer.world_size:  # type: ignore[arg-type]
+            return None
+        return UnrepeatedDistributedSampler(
+            dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
         )
 
     def state_dict(self) -> dict[str, Any]:
