@@ -305,7 +305,7 @@ class SegmentationCLI(LightningCLI):
                 scores.append(f"{prefix}/f1={evaluation[f'{prefix}/f1']:.4f}")
             checkpoint = evaluation.get("checkpoint") or "none"
             if evaluation.get("images"):
-                print(f"worst test images: {worst_images(evaluation['images'])}")
+                print(f"worst {prefix} images: {worst_images(evaluation['images'])}")
             if evaluation.get("held_out") is False:
                 seen = evaluation["images_trained_on"]
                 print(
@@ -327,8 +327,9 @@ class SegmentationCLI(LightningCLI):
         split = "test" if stage == "test" else "val"
         if hasattr(self.datamodule, "sample_names"):
             names = self.datamodule.sample_names(split)
-            if stage == "test" and self.model.test_image_counts is not None:
-                evaluation["images"] = image_records(self.model.test_image_counts, names)
+            counts = self.model.image_counts.get(split)
+            if counts is not None:
+                evaluation["images"] = image_records(counts, names)
             if self.model.trained_on is not None:  # unknown for checkpoints from elsewhere
                 seen = trained_images(names, self.model.trained_on)
                 evaluation["held_out"] = not seen

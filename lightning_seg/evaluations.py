@@ -1,10 +1,11 @@
-"""Per-image test records and the paired comparison of two tested checkpoints.
+"""Per-image records of an evaluation and the paired comparison of two tested checkpoints.
 
-``test`` writes ``evaluations/test-<checkpoint>.json`` into the checkpoint's run folder: the
-scores, and under ``images`` one record per test image (its name, IoU, and per scored class the
-intersection and union in pixels). The records say which images a model fails on, and they let
-two models tested on the same images be compared image by image: a paired bootstrap of the
-difference of their dataset IoUs, far tighter than two overlapping intervals.
+``test`` writes ``evaluations/test-<checkpoint>.json`` into the checkpoint's run folder (the
+``validate`` command ``validate-<checkpoint>.json``): the scores, and under ``images`` one
+record per scored image (its name, IoU, and per scored class the intersection and union in
+pixels). The records say which images a model fails on, and they let two models tested on the
+same images be compared image by image: a paired bootstrap of the difference of their dataset
+IoUs, far tighter than two overlapping intervals.
 """
 
 from __future__ import annotations

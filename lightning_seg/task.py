@@ -104,7 +104,9 @@ class SegmentationTask(LightningModule):
         # The names of the training images (set by fit, kept in checkpoints): a test split
         # that shares any is not held out, and `test` says so.
         self.trained_on: list[str] | None = None
-        self.test_image_counts: ImageCounts | None = None
+        # Each scored image's counts from the last ``validate`` command or ``test``, by split
+        # ("val", "test"): the CLI writes them beside the scores.
+        self.image_counts: dict[str, ImageCounts | None] = {}
         self.configure_models()
         self.configure_losses()
         self.configure_metrics()
@@ -149,8 +151,20 @@ class SegmentationTask(LightningModule):
         hp = self.hparams
         labels = (hp["num_classes"], hp["ignore_index"], hp["class_names"])
         self.val_metrics = build_metrics(*labels).clone(prefix="val/")
-        # The test score comes with its bootstrap interval: the error bar of a small test split.
+        # An evaluation (``test``, the ``validate`` command) comes with its bootstrap interval,
+        # the error bar of a small split, and each image's counts; validation inside ``fit``,
+        # every epoch, needs neither.
+        self.validate_metrics = build_metrics(*labels, interval=True).clone(prefix="val/")
         self.test_metrics = build_metrics(*labels, interval=True).clone(prefix="test/")
+
+    def _fitting(self) -> bool:
+        return self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+
+    def evaluation_metrics(self, stage: str) -> MetricCollection:
+        """The metrics that score ``stage`` ("val" or "test") in what the trainer is doing."""
+        if stage == "test":
+            return self.test_metrics
+        return self.val_metrics if self._fitting() else self.validate_metrics
 
     def configure_callbacks(self) -> list[Callback]:
         if self.hparams["tune_threshold"] and self.mode == "binary":
@@ -229,7 +243,7 @@ class SegmentationTask(LightningModule):
     def _evaluate(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         logits = self(batch["image"])
         loss = self.compute_loss(logits, batch)
-        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        metrics = self.evaluation_metrics(stage)
         if self.scores_test_time_views(stage):
             probs = self.probabilities(batch["image"], logits=logits)
             labels = self.labels_from_probabilities(probs)
@@ -246,8 +260,7 @@ class SegmentationTask(LightningModule):
         is; the validation inside ``fit`` runs every epoch and keeps to one view."""
         if self.hparams.get("tta", "none") == "none":
             return False
-        fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
-        return stage == "test" or not fitting
+        return stage == "test" or not self._fitting()
 
     def _log_metrics(self, metrics: MetricCollection) -> None:
         # compute() synchronises the accumulated counts across processes, so the values are the
@@ -258,17 +271,20 @@ class SegmentationTask(LightningModule):
         for name, value in values.items():
             self.log(name, value, prog_bar=name.endswith(("/iou", "/f1")), sync_dist=True)
 
+    def _end_evaluation(self, stage: str) -> None:
+        metrics = self.evaluation_metrics(stage)
+        self._log_metrics(metrics)
+        # Every image's counts, gathered from all processes by the interval's compute: the CLI
+        # writes them beside the scores (a per-image report, paired comparisons).
+        self.image_counts[stage] = next(
+            (m.image_counts for m in metrics.values() if isinstance(m, IoUInterval)), None
+        )
+
     def on_validation_epoch_end(self) -> None:
-        self._log_metrics(self.val_metrics)
+        self._end_evaluation("val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_metrics(self.test_metrics)
-        # Every test image's counts, gathered from all processes by the metric's compute:
-        # the CLI writes them beside the scores (a per-image report, paired comparisons).
-        self.test_image_counts = next(
-            (m.image_counts for m in self.test_metrics.values() if isinstance(m, IoUInterval)),
-            None,
-        )
+        self._end_evaluation("test")
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self._evaluate(batch, "val")

@@ -87,26 +87,31 @@ def test_checkpoint_outside_a_run_needs_an_experiment(tiny_fit_args, tmp_path, c
     assert "--experiment" in capsys.readouterr().err
 
 
-def test_test_writes_every_images_score_and_names_the_worst(tiny_fit_args, tmp_path, capsys):
+@pytest.mark.parametrize(("command", "split"), [("test", "test"), ("validate", "val")])
+def test_evaluation_writes_every_images_score_and_names_the_worst(
+    tiny_fit_args, tmp_path, capsys, command, split
+):
     run = fit_run(tiny_fit_args, tmp_path / "runs")
     best = json.loads((run / "summary.json").read_text())["best_checkpoint"]
     capsys.readouterr()
-    run_cli(["test", f"--ckpt_path={best}", "--trainer.logger=false"])
+    run_cli([command, f"--ckpt_path={best}", "--trainer.logger=false"])
     *_, worst_line, done_line = capsys.readouterr().out.strip().splitlines()
-    result = json.loads(next((run / "evaluations").glob("test-*.json")).read_text())
+    result = json.loads(next((run / "evaluations").glob(f"{command}-*.json")).read_text())
     images = result["images"]
-    assert [r["name"] for r in images] == [f"test-{i:04d}" for i in range(8)]  # every image once
+    assert [r["name"] for r in images] == [f"{split}-{i:04d}" for i in range(8)]  # each once
     # The records add up to the dataset score, and each image's IoU is its own counts'.
     inter = sum(r["intersection"][0] for r in images)
     union = sum(r["union"][0] for r in images)
-    assert inter / union == pytest.approx(result["test/iou"], abs=1e-6)
+    assert inter / union == pytest.approx(result[f"{split}/iou"], abs=1e-6)
+    assert result[f"{split}/iou_ci_low"] <= result[f"{split}/iou"] <= result[f"{split}/iou_ci_high"]
     for r in images:
         assert r["iou"] == pytest.approx(r["intersection"][0] / r["union"][0], abs=1e-6)
     worst = sorted(images, key=lambda r: r["iou"])[:3]
-    assert worst_line == "worst test images: " + ", ".join(
+    assert worst_line == f"worst {split} images: " + ", ".join(
         f"{r['name']} {r['iou']:.3f}" for r in worst
     )
-    assert done_line.startswith("test done:")
+    assert done_line.startswith(f"{command} done: {split}/iou=")
+    assert "95 % CI" in done_line
 
 
 def test_evaluations_say_when_the_scored_images_were_trained_on(tmp_path, capsys):
