@@ -162,8 +162,15 @@ class Preprocessing:
             yield (
                 image[top : top + height, left : left + width].reshape(height, width, -1),
                 mask[top : top + height, left : left + width],
-                f"#{top},{left}",
+                tile_name(top, left),
             )
+
+    def piece_names(self, size: tuple[int, int]) -> list[str]:
+        """The suffixes :meth:`pieces` gives an image of ``size`` (height, width), without
+        decoding it: ``[""]`` for a resized image, ``#top,left`` for each tile."""
+        if not self.tiled:
+            return [""]
+        return [tile_name(top, left) for top, left in tile_origins(size, self.image_size)]
 
     def count_pieces(self, size: tuple[int, int]) -> int:
         """How many samples an image of ``size`` (height, width) gives."""
@@ -217,6 +224,11 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if mask.shape[:2] == tuple(size):
         return mask
     return cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def tile_name(top: int, left: int) -> str:
+    """How a tile is named after its image file: ``#top,left`` of its corner in pixels."""
+    return f"#{top},{left}"
 
 
 def tile_origins(size: tuple[int, int], tile: tuple[int, int]) -> list[tuple[int, int]]:

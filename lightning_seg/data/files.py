@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,7 +20,7 @@ from torch.utils.data import Dataset
 from lightning_seg.data import cache
 from lightning_seg.data.base import SegmentationDataModule, data_dir
 from lightning_seg.data.datasets import ArrayDataset, FileDataset
-from lightning_seg.data.io import DataError
+from lightning_seg.data.io import DataError, image_size
 from lightning_seg.data.masks import MaskDecoder, MaskReport
 from lightning_seg.data.pairs import Pair, pair_files
 from lightning_seg.data.transforms import DEFAULT_TRAIN, TransformSpec, build_transform
@@ -283,14 +282,16 @@ class FileDataModule(SegmentationDataModule):
     def sample_names(self, split: str) -> list[str]:
         """Each sample's image file relative to the data folder, in dataset order
         (``PH2Dataset/PH2 Dataset images/IMD015/IMD015_Dermoscopic_Image/IMD015.png``); a tile
-        adds ``#top,left`` (``#k``, its number, when the split is not cached)."""
+        adds ``#top,left``, cached or not, so evaluations of either compare image by image."""
         dataset = self.datasets.get(split)
-        if isinstance(dataset, FileDataset):  # no cache: a name per tile index
-            counts = Counter(pair.image for pair, _ in dataset.pieces)
-            sources = [
-                f"{pair.image}#{piece}" if counts[pair.image] > 1 else str(pair.image)
-                for pair, piece in dataset.pieces
-            ]
+        if isinstance(dataset, FileDataset):  # no cache: tiles named from the image headers
+            names: dict[Path, list[str]] = {}
+            sources = []
+            for pair, piece in dataset.pieces:
+                if pair.image not in names:
+                    size = image_size(pair.image) if self.preprocessing.tiled else (0, 0)
+                    names[pair.image] = self.preprocessing.piece_names(size)
+                sources.append(f"{pair.image}{names[pair.image][piece]}")
         else:
             sources = [s for name in self.sources_of(split) for s in self.decoded(name).sources]
         return [self.relative_name(source) for source in sources]

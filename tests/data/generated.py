@@ -39,7 +39,9 @@ def make_folder(root: Path, n: int = 10, mask_format: str = "png") -> Path:
     return root
 
 
-def folder_dm(root: Path, **kwargs) -> FolderDataModule:
+def folder_dm(
+    root: Path, cls: type[FolderDataModule] = FolderDataModule, **kwargs
+) -> FolderDataModule:
     options = {
         "root": str(root),
         "masks": {"type": "palette", "colors": [list(c) for c in PALETTE]},
@@ -49,4 +51,4 @@ def folder_dm(root: Path, **kwargs) -> FolderDataModule:
         "num_workers": 0,
         "mask_suffix": ".png",
     }
-    return FolderDataModule(**(options | kwargs))
+    return cls(**(options | kwargs))

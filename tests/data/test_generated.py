@@ -133,6 +133,24 @@ def test_samples_carry_their_index_and_are_named_by_their_file(tmp_path, cache):
     assert [int(test[i]["index"]) for i in range(len(test))] == list(range(len(names)))
 
 
+def test_tiles_are_named_by_their_corner_whether_cached_or_not(tmp_path):
+    class TiledFolder(FolderDataModule):
+        tiled = True  # cut 32 x 32 tiles at full resolution, as the sandstone data does
+
+    root = make_folder(tmp_path / "d", n=12)
+    names = {}
+    for cache in (True, False):
+        dm = folder_dm(root, TiledFolder, cache=cache)
+        dm.prepare_data()
+        dm.setup("test")
+        names[cache] = dm.sample_names("test")
+        assert len(names[cache]) == len(dm.datasets["test"])
+    assert names[True] == names[False]
+    first = names[True][0]
+    assert first.startswith("images/") and first.endswith("#0,0")
+    assert len(set(names[True])) == len(names[True]) > len(dm.splits()["test"])
+
+
 def test_train_splits_never_include_the_test_split(tmp_path):
     with pytest.raises(ConfigurationError, match=r"data\.train_splits: .*\['train', 'test'\]"):
         folder_dm(make_folder(tmp_path / "d"), train_splits=["train", "test"])
