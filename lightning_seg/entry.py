@@ -15,6 +15,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations' import
 
 from lightning_seg.commands import PREDICT_FILES, TOOLS, overview, tool, wants_file_prediction
 from lightning_seg.errors import USER_ERRORS
+from lightning_seg.parsers import PARSERS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     files = wants_file_prediction(argv)
     try:
         if argv[0] in TOOLS or files:
+            if asks_help(argv[1:]) and argv[0] in PARSERS:
+                # The help, then exit 0, without the seconds the command's own imports take.
+                PARSERS[argv[0]]().parse_args(argv[1:])
             command = tool(PREDICT_FILES if files else TOOLS[argv[0]])
             return int(command(argv[1:]) or 0)
         from lightning_seg.cli import run_cli  # Lightning: only for its own commands
@@ -43,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {cause}", file=sys.stderr)
         return 2
     return 0
+
+
+def asks_help(argv: list[str]) -> bool:
+    return any(arg in ("-h", "--help") for arg in argv)
 
 
 def user_error_inside(error: BaseException) -> BaseException | None:

@@ -24,7 +24,6 @@ sizes (one not the example size, where dynamic), compared with PyTorch
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
@@ -39,14 +38,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_seg.choices import DEFAULT_OPSET
 from lightning_seg.errors import ConfigurationError
 from lightning_seg.export_checks import check_sizes, onnx_runner, parity, passes, torch_runner
-from lightning_seg.inference import add_checkpoint_argument, load_task, temporary_path
+from lightning_seg.inference import load_task, temporary_path
+from lightning_seg.parsers import export_parser
 from lightning_seg.preprocessing import Preprocessing, pad_to_stride
 
-FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
-DEFAULT_OPSET = 18
 
 
 class ExportModule(nn.Module):
@@ -315,44 +314,6 @@ def export_torchscript(
 
 
 # ----------------------------------------------------------------------------- command
-def export_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="lightning-seg export",
-        description="Export a checkpoint's network (eval mode, logits of the main head) to ONNX "
-        "or TorchScript with dynamic batch and spatial sizes, with the input normalisation and "
-        "class names stored in the file. The file is checked against PyTorch before it is "
-        "written (--no-check skips that).",
-    )
-    add_checkpoint_argument(parser)
-    parser.add_argument("--format", choices=FORMATS, default="onnx")
-    parser.add_argument(
-        "--output", help="file to write (default: the checkpoint's path with .onnx or .pt)"
-    )
-    parser.add_argument(
-        "--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (>= 17; default %(default)s)"
-    )
-    parser.add_argument(
-        "--size",
-        type=int,
-        nargs=2,
-        metavar=("H", "W"),
-        help="example input size (default: the training size); the fixed size where H x W "
-        "cannot be dynamic",
-    )
-    parser.add_argument(
-        "--fixed-size",
-        action="store_true",
-        help="ONNX: fix H x W at --size (only the batch stays dynamic)",
-    )
-    parser.add_argument(
-        "--check",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="compare the exported file with PyTorch at two batch and spatial sizes",
-    )
-    return parser
-
-
 def export_command(argv: list[str]) -> int:
     """``lightning-seg export``: writes the file, prints its path and the parity check."""
     args = export_parser().parse_args(argv)

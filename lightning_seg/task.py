@@ -18,13 +18,14 @@ from torch import Tensor
 from torchmetrics import MetricCollection
 
 from lightning_seg.callbacks import ThresholdTuner
+from lightning_seg.choices import TTA
 from lightning_seg.data.datasets import sample_seed
 from lightning_seg.errors import ConfigurationError
 from lightning_seg.losses import LossSpec, build_loss
 from lightning_seg.metrics import ImageCounts, IoUInterval, build_metrics
 from lightning_seg.models import MODELS, AuxiliaryOutput, build_model
 from lightning_seg.postprocess import Postprocess, postprocess_labels
-from lightning_seg.tta import TTA, activate, view_averaged
+from lightning_seg.tta import activate, view_averaged
 
 ModelName = Literal[tuple(MODELS)]  # type: ignore[valid-type]
 Scheduler = Literal["cosine", "onecycle", "constant"]

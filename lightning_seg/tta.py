@@ -20,13 +20,11 @@ raised val IoU by 0.003-0.007 over ``flips``, at three times the passes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-TTA = Literal["none", "hflip", "vflip", "flips", "d4", "flips_scales"]
 
 
 class View(NamedTuple):

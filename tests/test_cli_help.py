@@ -27,13 +27,22 @@ def test_top_level_help_lists_every_command_with_one_line(capsys):
 
 
 def test_help_compare_and_sync_answer_without_importing_lightning_or_torch(tmp_path):
-    # `import lightning` alone takes seconds: commands that do not train must not pay for it.
+    # `import lightning` alone takes seconds: commands that do not train must not pay for it,
+    # nor must any command's --help.
     code = (
         "import sys\n"
         "from lightning_seg.entry import main\n"
         "assert main(['--help']) == 0\n"
         f"assert main(['compare', '--runs_dir', {str(tmp_path)!r}]) == 1\n"
         f"assert main(['sync', '--dry-run', '--runs_dir', {str(tmp_path)!r}]) == 0\n"
+        "for command in ('models', 'export', 'convert-weights', 'check-data', 'predict', "
+        "'tune', 'compare', 'sync'):\n"
+        "    try:\n"
+        "        main([command, '--help'])\n"
+        "    except SystemExit as exit_:\n"
+        "        assert exit_.code == 0, command\n"
+        "    else:\n"
+        "        raise AssertionError(f'{command} --help did not exit')\n"
         "print(sorted(m for m in ('lightning', 'torch', 'albumentations') if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

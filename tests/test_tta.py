@@ -96,3 +96,9 @@ def test_a_tile_too_small_to_rescale_runs_each_view_once() -> None:
     seen: list[tuple[int, int]] = []
     view_averaged(size_recorder(seen), torch.rand(1, 3, 64, 96), "flips_scales", binary=True)
     assert seen == [(64, 96)] * 4
+
+
+def test_every_named_tta_choice_has_its_views():
+    from lightning_seg.choices import TTA_NAMES
+
+    assert set(TTA_VIEWS) == set(TTA_NAMES)

@@ -7,7 +7,6 @@ the first one. Exit status 1 when there were problems, so scripts can gate on it
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import Counter
 from pathlib import Path
@@ -20,6 +19,7 @@ from lightning_seg.data.files import FileDataModule
 from lightning_seg.data.io import DataError
 from lightning_seg.data.masks import MaskReport, summarize_reports
 from lightning_seg.errors import ConfigurationError
+from lightning_seg.parsers import check_data_parser
 
 
 def datamodule_from_experiment(
@@ -81,12 +81,7 @@ def audit(dm: FileDataModule) -> tuple[str, int]:
 def check_data_command(argv: list[str]) -> int:
     from lightning_seg.experiments import composed_files, experiment_path
 
-    parser = argparse.ArgumentParser(
-        prog="lightning-seg check-data",
-        description="Audit an experiment's dataset: counts, sizes, class frequencies, problems.",
-    )
-    parser.add_argument("--experiment", required=True, help="experiment name or YAML path")
-    args, overrides = parser.parse_known_args(argv)
+    args, overrides = check_data_parser().parse_known_args(argv)
     path = Path(args.experiment)
     if not path.is_file():
         path = experiment_path(args.experiment)

@@ -20,10 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from lightning_seg.choices import DEFAULT_MAX_PIXELS
 from lightning_seg.errors import ConfigurationError, DataError
-
-# Pillow's own default, 1024 * 1024 * 1024 // 4 // 3: about 9,500 x 9,500 pixels.
-DEFAULT_MAX_PIXELS = 89_478_485
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 

@@ -27,7 +27,7 @@ from lightning_seg.inference.checkpoints import (
     load_task,
     resolve_device,
 )
-from lightning_seg.inference.command import add_checkpoint_argument, predict_command, predict_parser
+from lightning_seg.inference.command import predict_command
 from lightning_seg.inference.predictor import Predictor
 from lightning_seg.inference.windows import blending_window, tile_starts
 from lightning_seg.inference.writing import (
@@ -38,6 +38,7 @@ from lightning_seg.inference.writing import (
     temporary_path,
     write_png_atomic,
 )
+from lightning_seg.parsers import add_checkpoint_argument, predict_parser
 
 __all__ = [
     "PredictReport",

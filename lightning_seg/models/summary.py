@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 from functools import partial
 from typing import Any
 
@@ -12,6 +11,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from lightning_seg.models import MODELS, build_model
+from lightning_seg.parsers import models_parser
 
 # Arguments that make every registered network buildable here: no weight downloads for a listing.
 LISTING_ARGS: dict[str, dict[str, Any]] = {
@@ -60,13 +60,7 @@ def model_table(names: list[str] | None = None, size: int = 256) -> list[dict[st
 
 def models_command(argv: list[str]) -> int:
     """``lightning-seg models``: list every registered network and preset with its cost."""
-    parser = argparse.ArgumentParser(
-        prog="lightning-seg models",
-        description="List the registered networks with parameters and forward GFLOPs "
-        "(one 3 x SIZE x SIZE image, binary output, default widths).",
-    )
-    parser.add_argument("--size", type=int, default=256, help="input side in pixels (256)")
-    parser.add_argument("names", nargs="*", help="only these networks")
+    parser = models_parser()
     args = parser.parse_args(argv)
     unknown = sorted(set(args.names) - set(MODELS))
     if unknown:

