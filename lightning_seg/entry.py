@@ -13,7 +13,14 @@ import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations' import phones home
 
-from lightning_seg.commands import PREDICT_FILES, TOOLS, overview, tool, wants_file_prediction
+from lightning_seg.commands import (
+    PREDICT_FILES,
+    TOOLS,
+    asks_help,
+    overview,
+    tool,
+    wants_file_prediction,
+)
 from lightning_seg.errors import USER_ERRORS
 from lightning_seg.parsers import PARSERS
 
@@ -47,10 +54,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {cause}", file=sys.stderr)
         return 2
     return 0
-
-
-def asks_help(argv: list[str]) -> bool:
-    return any(arg in ("-h", "--help") for arg in argv)
 
 
 def user_error_inside(error: BaseException) -> BaseException | None:

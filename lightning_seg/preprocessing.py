@@ -172,10 +172,6 @@ class Preprocessing:
             return [""]
         return [tile_name(top, left) for top, left in tile_origins(size, self.image_size)]
 
-    def count_pieces(self, size: tuple[int, int]) -> int:
-        """How many samples an image of ``size`` (height, width) gives."""
-        return len(tile_origins(size, self.image_size)) if self.tiled else 1
-
     def normalize(self, image: np.ndarray) -> np.ndarray:
         """H x W x C uint8 -> C x H x W float32 network input."""
         return normalize(image, self.mean, self.std)

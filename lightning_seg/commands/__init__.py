@@ -62,6 +62,11 @@ def overview() -> str:
     return "\n".join(lines)
 
 
+def asks_help(argv: list[str]) -> bool:
+    """Whether ``argv`` asks for a command's help."""
+    return any(arg in ("-h", "--help") for arg in argv)
+
+
 def wants_file_prediction(argv: list[str]) -> bool:
     """``predict --input ...`` (and its ``--help``) predicts files; ``predict --experiment X``
     or ``--config`` without ``--input`` is LightningCLI's predict over the test split."""
@@ -69,5 +74,4 @@ def wants_file_prediction(argv: list[str]) -> bool:
         return False
     if any(a.startswith("--input") for a in argv):
         return True
-    asks_help = any(a in ("-h", "--help") for a in argv)
-    return asks_help and not any(a.startswith(("--experiment", "--config")) for a in argv)
+    return asks_help(argv) and not any(a.startswith(("--experiment", "--config")) for a in argv)

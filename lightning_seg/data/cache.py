@@ -182,14 +182,15 @@ class SplitSource:
     def decode(self, pair: Pair) -> tuple[np.ndarray, np.ndarray, MaskReport]:
         return decode_pair(pair, self.preprocessing.channels, self.decoder_for(pair))
 
-    def count_pieces(self, pair: Pair) -> int:
-        """Samples of one pair (tiles read the image size from the header alone)."""
+    def piece_names(self, pair: Pair) -> list[str]:
+        """The name suffix of each sample of one pair (``#top,left`` per tile, read from the
+        image header alone; ``""`` for a resized image)."""
         if not self.preprocessing.tiled:
-            return 1
+            return [""]
         try:
-            return self.preprocessing.count_pieces(image_size(pair.image))
+            return self.preprocessing.piece_names(image_size(pair.image))
         except DataError:
-            return 0  # decoding reports it
+            return []  # decoding reports it
 
     def folder(self) -> Path:
         """The cache folder: named by the files and by every setting that shapes the arrays."""
@@ -231,7 +232,7 @@ def decoded(
         return load(folder)
     reports: list[MaskReport] = []
     problems: list[DataError] = []
-    capacity = sum(source.count_pieces(pair) for pair in source.pairs)
+    capacity = sum(len(source.piece_names(pair)) for pair in source.pairs)
     shape = (*source.preprocessing.image_size, source.preprocessing.channels)
     samples = source.samples(reports, problems)
     arrays = build(folder, capacity, shape, samples, {"split": source.split})

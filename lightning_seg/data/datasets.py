@@ -114,11 +114,14 @@ class FileDataset(ArrayDataset):
         preprocessing: Preprocessing,
         transform: Any = None,
         weight_of: Callable[[np.ndarray], np.ndarray] | None = None,
-        count_pieces: Callable[[Pair], int] = lambda pair: 1,
+        piece_names: Callable[[Pair], list[str]] = lambda pair: [""],
     ) -> None:
         super().__init__(np.empty(0), np.empty(0), None, transform, preprocessing)
         self.decode, self.weight_of = decode, weight_of
-        self.pieces = [(pair, i) for pair in pairs for i in range(count_pieces(pair))]
+        named = [(pair, i, name) for pair in pairs for i, name in enumerate(piece_names(pair))]
+        self.pieces = [(pair, i) for pair, i, _ in named]
+        #: Each sample's source, as the cache names it: the image file, ``#top,left`` for a tile.
+        self.sources = [f"{pair.image}{name}" for pair, _, name in named]
 
     def __len__(self) -> int:
         return len(self.pieces)

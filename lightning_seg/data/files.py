@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from lightning_seg.data import cache
 from lightning_seg.data.base import SegmentationDataModule, data_dir
 from lightning_seg.data.datasets import ArrayDataset, FileDataset
-from lightning_seg.data.io import DataError, image_size
+from lightning_seg.data.io import DataError
 from lightning_seg.data.masks import MaskDecoder, MaskReport
 from lightning_seg.data.pairs import Pair, pair_files
 from lightning_seg.data.transforms import DEFAULT_TRAIN, TransformSpec, build_transform
@@ -260,7 +260,7 @@ class FileDataModule(SegmentationDataModule):
             return FileDataset(
                 [pair for part in parts for pair in part.pairs],
                 lambda pair: parts[0].decode(pair)[:2], self.preprocessing,
-                transform, weight_of, parts[0].count_pieces,
+                transform, weight_of, parts[0].piece_names,
             )  # fmt: skip
         arrays = [self.decoded(name) for name in sources]
         weights = None
@@ -284,14 +284,8 @@ class FileDataModule(SegmentationDataModule):
         (``PH2Dataset/PH2 Dataset images/IMD015/IMD015_Dermoscopic_Image/IMD015.png``); a tile
         adds ``#top,left``, cached or not, so evaluations of either compare image by image."""
         dataset = self.datasets.get(split)
-        if isinstance(dataset, FileDataset):  # no cache: tiles named from the image headers
-            names: dict[Path, list[str]] = {}
-            sources = []
-            for pair, piece in dataset.pieces:
-                if pair.image not in names:
-                    size = image_size(pair.image) if self.preprocessing.tiled else (0, 0)
-                    names[pair.image] = self.preprocessing.piece_names(size)
-                sources.append(f"{pair.image}{names[pair.image][piece]}")
+        if isinstance(dataset, FileDataset):  # no cache: the dataset names its samples
+            sources = dataset.sources
         else:
             sources = [s for name in self.sources_of(split) for s in self.decoded(name).sources]
         return [self.relative_name(source) for source in sources]
