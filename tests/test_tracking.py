@@ -147,17 +147,29 @@ def run_module(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)  # fmt: skip
 
 
+def test_only_strategies_whose_evaluation_forward_is_local_get_unequal_shares():
+    from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, SingleDeviceStrategy
+
+    from lightning_seg.data.base import forwards_alone
+
+    assert forwards_alone(DDPStrategy()) and forwards_alone(DDPStrategy(start_method="spawn"))
+    # FSDP gathers the sharded weights in every forward pass: unequal batch counts would hang.
+    assert not forwards_alone(FSDPStrategy())
+    assert not forwards_alone(SingleDeviceStrategy("cpu"))
+
+
 @pytest.mark.timeout(900)
 def test_ddp_on_two_cpu_processes(tmp_path):
-    """One run folder, one W&B run, one summary line; the validation score synchronised across
-    the two processes equals a single process's score of the same checkpoint on the same data;
-    ``test`` on two processes scores each of an odd number of images once, as one process does."""
+    """One run folder, one W&B run, one summary line; the validation score of a fit on two
+    processes, one of them running a batch more, equals a single process's score of the same
+    checkpoint on the same data; ``test`` on two processes scores each of an odd number of
+    images once, as one process does."""
     env = {**os.environ, "WANDB_MODE": "offline"}
     env.pop("LIGHTNING_SEG_RUN_ID", None)
     runs = tmp_path / "runs"
-    # All 16 validation images (8 per process), so both scores cover the same data.
-    # 15 test images: Lightning's padding sampler would score one of them twice.
-    common = short_fit_args(runs, "--trainer.max_epochs=3", num_train=64, num_val=16, num_test=15,
+    # 9 validation and 15 test images on two processes: Lightning's padding sampler would score
+    # one of each twice; with batches of 4 one process runs a validation batch more than the other.
+    common = short_fit_args(runs, "--trainer.max_epochs=3", num_train=64, num_val=9, num_test=15,
                             train_batches=None, val_batches=None, width=8)  # fmt: skip
     ddp = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
     fit = run_module("fit", *common, *ddp, env=env)

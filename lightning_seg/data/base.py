@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from lightning import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, Strategy
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lightning_seg.data.datasets import EpochSampler
@@ -39,6 +40,12 @@ STAGE_SPLITS = {
 def data_dir() -> Path:
     """Where datasets live by default: ``$LIGHTNING_SEG_DATA``, else ``./data``."""
     return Path(os.environ.get("LIGHTNING_SEG_DATA", "data"))
+
+
+def forwards_alone(strategy: Strategy) -> bool:
+    """Whether ``strategy``'s processes run evaluation forward passes without talking to each
+    other (DDP's only collectives are in training), so their shares of a split may differ."""
+    return isinstance(strategy, DDPStrategy) and not isinstance(strategy, DeepSpeedStrategy)
 
 
 class SegmentationDataModule(LightningDataModule):
@@ -128,18 +135,18 @@ class SegmentationDataModule(LightningDataModule):
         )
 
     def _evaluation_sampler(self, dataset: Dataset) -> Sampler | None:
-        """Under DDP, for ``test`` and ``validate``: each process scores its own images and no
-        image twice, so every score covers the split exactly once.
+        """Under DDP: each process scores its own images and no image twice, so every score
+        (validation inside ``fit`` too, which picks the best checkpoint) covers the split once.
 
         Lightning's own sampler pads the shorter shares with repeated images (41 test images on
-        two processes score 42), which tilts every metric towards the repeats. Outside ``fit``
-        the network is not wrapped in DistributedDataParallel, so processes may run one batch
-        more or less than each other; during ``fit`` its forward passes synchronise buffers, so
-        validation keeps Lightning's padded, equal shares (only the interval and per-image
-        records de-duplicate them). A split smaller than the number of processes keeps them too.
+        two processes score 42), which tilts every metric towards the repeats. DDP runs no
+        collective in a forward pass without gradients, so processes may run one batch more or
+        less than each other; sharded strategies (FSDP, DeepSpeed) gather the weights in every
+        forward pass and keep Lightning's padded, equal shares, as does a split smaller than
+        the number of processes (only the interval and per-image records de-duplicate those).
         """
         trainer = getattr(self, "trainer", None)
-        if trainer is None or trainer.world_size < 2 or trainer.state.fn == "fit":
+        if trainer is None or trainer.world_size < 2 or not forwards_alone(trainer.strategy):
             return None
         if len(dataset) < trainer.world_size:  # type: ignore[arg-type]
             return None
