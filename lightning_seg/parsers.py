@@ -1,8 +1,8 @@
-"""The argument parsers of the tool commands whose work needs torch, and their vocabularies.
+"""The argument parsers of every tool command (all but LightningCLI's fit / validate / test).
 
-Nothing here imports torch, Lightning or the data stack, so ``lightning-seg models --help``
-(and export, convert-weights, check-data, predict) answers at once instead of after the seconds
-those imports take; the modules that do the work build their parser from here.
+Nothing here imports torch, Lightning or the data stack, so ``lightning-seg COMMAND --help``
+answers at once instead of after the seconds those imports take; the modules that do the work
+build their parser from here, and the overview and the help test read ``PARSERS``.
 """
 
 from __future__ import annotations
@@ -165,6 +165,74 @@ def check_data_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def compare_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lightning-seg compare",
+        description="Compare local runs: a table of their results and a plot of val IoU per epoch.",
+    )
+    parser.add_argument("runs", nargs="*", help="run folders or experiment names (default: all)")
+    parser.add_argument("--runs_dir", type=Path, default=Path("runs"))
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="where to save the PNG (default: <runs_dir>/compare.png)")  # fmt: skip
+    parser.add_argument("--paired", action="store_true",
+                        help="two runs: the difference of their test IoUs on the same images, "
+                        "with a paired bootstrap interval")  # fmt: skip
+    return parser
+
+
+def sync_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lightning-seg sync", description="Upload every offline W&B run not yet uploaded."
+    )
+    parser.add_argument("--runs_dir", type=Path, default=Path("runs"))
+    parser.add_argument("--dry-run", action="store_true", help="list them, upload nothing")
+    return parser
+
+
+def tune_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lightning-seg tune",
+        description="Hyper-parameter search with Optuna over experiments/search/NAME.yaml. "
+        "Every trial is `lightning-seg fit --experiment NAME` with sampled flags (its own run "
+        "folder and W&B run, grouped by study). Flags after the options go to every trial "
+        "(e.g. --trainer.max_epochs=5). Stopping and restarting continues the study.",
+    )
+    parser.add_argument("--experiment", required=True, help="the experiment to tune")
+    parser.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        help="trials the study holds when done (default: the search file's)",
+    )
+    parser.add_argument("--study", default=None, help="study name (default: the experiment's)")
+    parser.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage URL shared by workers, e.g. "
+        "postgresql://user@host/db (default: sqlite file runs/tune/STUDY.db)",
+    )
+    parser.add_argument(
+        "--search",
+        type=Path,
+        default=None,
+        help="search space YAML (default: experiments/search/NAME.yaml)",
+    )
+    parser.add_argument(
+        "--n-jobs",
+        type=int,
+        default=1,
+        help="worker processes on this machine, all on the one study",
+    )
+    parser.add_argument("--runs_dir", default="runs", help="folder of the trials' run folders")
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="only report: best trial, tuned YAML and plots (runs no trial)",
+    )
+    parser.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)
+    return parser  # fmt: skip
+
+
 #: Tool command -> its parser, for ``lightning-seg COMMAND --help`` without the work's imports.
 PARSERS = {
     "predict": predict_parser,
@@ -172,4 +240,7 @@ PARSERS = {
     "models": models_parser,
     "convert-weights": convert_weights_parser,
     "check-data": check_data_parser,
+    "compare": compare_parser,
+    "sync": sync_parser,
+    "tune": tune_parser,
 }

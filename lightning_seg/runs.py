@@ -8,7 +8,6 @@ offline or went online, so ``compare`` works on either.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_seg.errors import ConfigurationError
+from lightning_seg.parsers import compare_parser, sync_parser
 
 
 @dataclass
@@ -154,18 +154,7 @@ def plot(runs: list[Run], output: Path) -> Path:
 
 
 def compare_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="lightning-seg compare",
-        description="Compare local runs: a table of their results and a plot of val IoU per epoch.",
-    )
-    parser.add_argument("runs", nargs="*", help="run folders or experiment names (default: all)")
-    parser.add_argument("--runs_dir", type=Path, default=Path("runs"))
-    parser.add_argument("--plot", type=Path, default=None,
-                        help="where to save the PNG (default: <runs_dir>/compare.png)")  # fmt: skip
-    parser.add_argument("--paired", action="store_true",
-                        help="two runs: the difference of their test IoUs on the same images, "
-                        "with a paired bootstrap interval")  # fmt: skip
-    args = parser.parse_args(argv)
+    args = compare_parser().parse_args(argv)
     runs = find_runs(args.runs, args.runs_dir)
     if not runs:
         print(f"no finished fit runs under {args.runs_dir}")
@@ -210,12 +199,7 @@ def offline_runs(runs_dir: Path) -> list[Path]:
 
 
 def sync_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="lightning-seg sync", description="Upload every offline W&B run not yet uploaded."
-    )
-    parser.add_argument("--runs_dir", type=Path, default=Path("runs"))
-    parser.add_argument("--dry-run", action="store_true", help="list them, upload nothing")
-    args = parser.parse_args(argv)
+    args = sync_parser().parse_args(argv)
     pending = offline_runs(args.runs_dir)
     if not pending:
         print(f"nothing to upload: no offline W&B runs pending under {args.runs_dir}")

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from lightning_seg.commands import COMMANDS
+from lightning_seg.commands import COMMANDS, TOOLS
 from lightning_seg.entry import main
+from lightning_seg.parsers import PARSERS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,8 +36,7 @@ def test_help_compare_and_sync_answer_without_importing_lightning_or_torch(tmp_p
         "assert main(['--help']) == 0\n"
         f"assert main(['compare', '--runs_dir', {str(tmp_path)!r}]) == 1\n"
         f"assert main(['sync', '--dry-run', '--runs_dir', {str(tmp_path)!r}]) == 0\n"
-        "for command in ('models', 'export', 'convert-weights', 'check-data', 'predict', "
-        "'tune', 'compare', 'sync'):\n"
+        f"for command in {[*TOOLS, 'predict']!r}:\n"
         "    try:\n"
         "        main([command, '--help'])\n"
         "    except SystemExit as exit_:\n"
@@ -49,6 +49,10 @@ def test_help_compare_and_sync_answer_without_importing_lightning_or_torch(tmp_p
                             cwd=ROOT, timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_every_tool_command_has_its_parser_in_the_torch_free_module():
+    assert set(PARSERS) == {*TOOLS, "predict"}
 
 
 def test_no_command_prints_the_overview_and_fails(capsys):

@@ -3,8 +3,8 @@
 Each command is an argparse program in the module that owns its subject (``runs.py`` for
 compare and sync, ``export.py``, ``data/checks.py``, ``models/summary.py``, ``models/weights.py``,
 ``inference/command.py``, ``tune/command.py``); this registry names them and imports one only
-when it runs, so ``lightning-seg --help`` stays fast. The parsers of the commands whose modules
-import torch live in :mod:`lightning_seg.parsers`, so their ``--help`` is fast too.
+when it runs, so ``lightning-seg --help`` stays fast. Their parsers live in the torch-free
+:mod:`lightning_seg.parsers`, so each command's ``--help`` is fast too.
 """
 
 from __future__ import annotations

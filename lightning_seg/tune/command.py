@@ -9,50 +9,7 @@ from pathlib import Path
 
 from lightning_seg.errors import ConfigurationError
 from lightning_seg.experiments import experiment_path
-
-
-def tune_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="lightning-seg tune",
-        description="Hyper-parameter search with Optuna over experiments/search/NAME.yaml. "
-        "Every trial is `lightning-seg fit --experiment NAME` with sampled flags (its own run "
-        "folder and W&B run, grouped by study). Flags after the options go to every trial "
-        "(e.g. --trainer.max_epochs=5). Stopping and restarting continues the study.",
-    )
-    parser.add_argument("--experiment", required=True, help="the experiment to tune")
-    parser.add_argument(
-        "--trials",
-        type=int,
-        default=None,
-        help="trials the study holds when done (default: the search file's)",
-    )
-    parser.add_argument("--study", default=None, help="study name (default: the experiment's)")
-    parser.add_argument(
-        "--storage",
-        default=None,
-        help="Optuna storage URL shared by workers, e.g. "
-        "postgresql://user@host/db (default: sqlite file runs/tune/STUDY.db)",
-    )
-    parser.add_argument(
-        "--search",
-        type=Path,
-        default=None,
-        help="search space YAML (default: experiments/search/NAME.yaml)",
-    )
-    parser.add_argument(
-        "--n-jobs",
-        type=int,
-        default=1,
-        help="worker processes on this machine, all on the one study",
-    )
-    parser.add_argument("--runs_dir", default="runs", help="folder of the trials' run folders")
-    parser.add_argument(
-        "--report",
-        action="store_true",
-        help="only report: best trial, tuned YAML and plots (runs no trial)",
-    )
-    parser.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)
-    return parser  # fmt: skip
+from lightning_seg.parsers import tune_parser
 
 
 def worker_command(args: argparse.Namespace, storage: str, flags: list[str]) -> list[str]:
