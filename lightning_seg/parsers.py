@@ -2,7 +2,7 @@
 
 Nothing here imports torch, Lightning or the data stack, so ``lightning-seg COMMAND --help``
 answers at once instead of after the seconds those imports take; the modules that do the work
-build their parser from here, and the overview and the help test read ``PARSERS``.
+build their parser from here, and the entry point answers ``--help`` from ``PARSERS``.
 """
 
 from __future__ import annotations
