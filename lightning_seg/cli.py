@@ -83,11 +83,12 @@ class SegmentationCLI(LightningCLI):
             seed_everything_default=42,
             auto_configure_optimizers=False,
             parser_kwargs={
+                "prog": "lightning-seg",
                 "description": "lightning_seg: semantic segmentation on PyTorch Lightning. "
                 "Subcommands fit / validate / test / predict take --experiment NAME "
                 "(experiments/NAME.yaml) and any Trainer flag. Other commands: "
                 + ", ".join(f"lightning-seg {name}" for name in TOOLS)
-                + "."
+                + ".",
             },
             args=args,
             run=run,
@@ -357,8 +358,10 @@ def run_cli(argv: list[str], callbacks: Sequence[Callback] = ()) -> Segmentation
     configuration or the data raise (``main`` prints them as one line)."""
     quiet_libraries()
     argv = with_checkpoint_config(expand_experiment(list(argv)))
-    # LightningCLI reads sys.argv itself; give it the expanded arguments and a clear name.
-    saved, sys.argv = sys.argv, ["lightning-seg", *argv]
+    # LightningCLI reads sys.argv itself: give it the expanded arguments. The program stays
+    # the one that runs (the `lightning-seg` script, or the user's): Lightning's DDP launcher
+    # starts the other processes by running sys.argv[0] again.
+    saved, sys.argv = sys.argv, [sys.argv[0], *argv]
     try:
         return SegmentationCLI(extra_callbacks=callbacks)
     finally:

@@ -147,6 +147,14 @@ def run_module(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)  # fmt: skip
 
 
+def run_script(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """The installed ``lightning-seg`` console script, as a user runs it (Lightning's DDP
+    launcher starts the other processes by running the same program again)."""
+    script = Path(sys.executable).parent / "lightning-seg"
+    return subprocess.run([str(script), *argv], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+
+
 def test_only_strategies_whose_evaluation_forward_is_local_get_unequal_shares():
     from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, SingleDeviceStrategy
 
@@ -161,7 +169,8 @@ def test_only_strategies_whose_evaluation_forward_is_local_get_unequal_shares():
 @pytest.mark.timeout(900)
 def test_ddp_on_two_cpu_processes(tmp_path):
     """One run folder, one W&B run, one summary line; the validation score of a fit on two
-    processes, one of them running a batch more, equals a single process's score of the same
+    processes (started from the installed script, then from ``python -m``), one of them running
+    a batch more, equals a single process's score of the same
     checkpoint on the same data; ``test`` on two processes scores each of an odd number of
     images once, as one process does."""
     env = {**os.environ, "WANDB_MODE": "offline"}
@@ -172,7 +181,7 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     common = short_fit_args(runs, "--trainer.max_epochs=3", num_train=64, num_val=9, num_test=15,
                             train_batches=None, val_batches=None, width=8)  # fmt: skip
     ddp = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
-    fit = run_module("fit", *common, *ddp, env=env)
+    fit = run_script("fit", *common, *ddp, env=env)
     assert fit.returncode == 0, fit.stderr[-3000:]
     assert fit.stdout.count("fit done: val/iou=") == 1
     assert "sync_dist" not in fit.stdout + fit.stderr  # every logged value is synchronised
