@@ -45,6 +45,7 @@ from lightning_seg.images import PredictionImages
 from lightning_seg.inference import load_checkpoint
 from lightning_seg.precision import SPEEDUP_VARIABLE, fast_precision
 from lightning_seg.runs import iou_with_interval
+from lightning_seg.split_predictions import SplitMaskWriter
 from lightning_seg.task import SegmentationTask
 from lightning_seg.tracking import (
     TrackingOptions,
@@ -263,6 +264,11 @@ class SegmentationCLI(LightningCLI):
                 ]
             self.summary = RunSummary(run_dir, experiment)
             callbacks.append(self.summary)
+        if self.subcommand == "predict":
+            checkpoint = self.config[self.subcommand].get("ckpt_path")
+            stem = Path(checkpoint).stem if checkpoint else "no-checkpoint"
+            self.mask_writer = SplitMaskWriter(run_dir / "predictions" / f"test-{stem}")
+            callbacks.append(self.mask_writer)
         if isinstance(trainer_config["logger"], WandbLogger) and tracking.num_images > 0:
             callbacks.append(PredictionImages(tracking.images_every_n_epochs, tracking.num_images))
         callbacks += console_callbacks(trainer_config) + self.extra_callbacks
@@ -349,6 +355,15 @@ class SegmentationCLI(LightningCLI):
 
     def after_test(self) -> None:
         self._report("test")
+
+    @rank_zero_only
+    def after_predict(self) -> None:
+        writer = self.mask_writer
+        print(
+            f"predict done: {writer.total} test-split masks at the network's input size in "
+            f"{writer.output} (masks at each image's own size: lightning-seg predict "
+            "--ckpt_path C --input FILES --output DIR)"
+        )
 
 
 def run_cli(argv: list[str], callbacks: Sequence[Callback] = ()) -> SegmentationCLI:

@@ -294,7 +294,9 @@ class SegmentationTask(LightningModule):
         return self._evaluate(batch, "test")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        return self.predict_labels(self(batch["image"]))
+        """Labels N x H x W as ``test`` scores them: its test-time views, threshold and
+        post-processing."""
+        return self.labels_from_probabilities(self.probabilities(batch["image"]))
 
     # ----------------------------------------------------------------- optimisation
     def parameter_groups(self) -> list[dict[str, Any]]:

@@ -49,6 +49,45 @@ def test_console_script_exits_zero_for_every_lightning_subcommand(tiny_fit_args,
         assert "SegmentationCLI object" not in result.stdout + result.stderr
 
 
+def test_predict_without_input_writes_the_masks_that_test_scores(tiny_fit_args, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from lightning_seg.split_predictions import mask_file
+
+    # Long enough to predict some foreground, so the comparison below can fail.
+    longer = ["--trainer.max_epochs=4", "--trainer.limit_train_batches=6",
+              "--model.model_args.base_channels=8"]  # fmt: skip
+    run = fit_run(tiny_fit_args, tmp_path / "runs", *longer)
+    best = json.loads((run / "summary.json").read_text())["best_checkpoint"]
+    flags = [f"--ckpt_path={best}", "--trainer.logger=false", "--trainer.enable_progress_bar=false"]
+    tested = run_cli(["test", *flags])
+    predicted = run_cli(["predict", *flags])
+    assert "predict done: 8 test-split masks" in capsys.readouterr().out
+    folder = run / "predictions" / f"test-{Path(best).stem}"
+    dm = predicted.datamodule
+    names = dm.sample_names("test")
+    assert len(list(folder.rglob("*.png"))) == len(names) == 8
+    # The written masks score on the split's truth what `test` reported: the same labels.
+    intersection = union = 0
+    for index, name in enumerate(names):
+        written = np.array(Image.open(folder / mask_file(name))) == 255
+        truth = dm.datasets["test"][index]["mask"].numpy() == 1
+        intersection += int((written & truth).sum())
+        union += int((written | truth).sum())
+    test_iou = float(tested.trainer.callback_metrics["test/iou"])
+    assert 0 < intersection / union == pytest.approx(test_iou, abs=1e-6)
+
+
+def test_split_masks_are_named_after_their_samples_inside_the_output_folder():
+    from lightning_seg.split_predictions import mask_file
+
+    assert str(mask_file("PH2Dataset/IMD015/IMD015.bmp")) == "PH2Dataset/IMD015/IMD015.png"
+    assert str(mask_file("scans/a.tif#0,256")) == "scans/a#0,256.png"
+    assert str(mask_file("test-0007")) == "test-0007.png"
+    assert str(mask_file("../../etc/passwd")) == "etc/passwd.png"
+
+
 def test_test_without_experiment_uses_the_checkpoints_own_run_config(tiny_fit_args, tmp_path):
     run = fit_run(tiny_fit_args, tmp_path / "runs", "--data.init_args.size=40")
     best = json.loads((run / "summary.json").read_text())["best_checkpoint"]

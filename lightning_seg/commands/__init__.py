@@ -40,7 +40,7 @@ COMMANDS = {
     "validate": "score a checkpoint on the validation split: validate --ckpt_path C",
     "test": "score a checkpoint on the test split (its own run's data): test --ckpt_path C",
     "predict": "masks for image files: predict --ckpt_path C --input FILES --output DIR "
-    "[--tta --overlay --sliding-window]; without --input, LightningCLI's predict",
+    "[--tta --overlay --sliding-window]; without --input, the test split's masks into the run",
     "models": "list the networks with their parameters and GFLOPs",
     "check-data": "audit an experiment's dataset: counts, sizes, class frequencies, problems",
     "compare": "table and plot of local runs (val and test IoU, time, parameters)",
