@@ -53,7 +53,7 @@ class SplitMaskWriter(BasePredictionWriter):
     ) -> None:
         if self.names is None:
             self.names = trainer.datamodule.sample_names(self.split)
-        binary = getattr(pl_module, "mode", "binary") == "binary"
+        binary = pl_module.mode == "binary"
         labels = prediction.detach().cpu().numpy()
         for mask, index in zip(labels, batch["index"].tolist(), strict=True):
             path = self.output / mask_file(self.names[index])

@@ -38,12 +38,10 @@ from lightning_seg.inference.writing import (
     temporary_path,
     write_png_atomic,
 )
-from lightning_seg.parsers import add_checkpoint_argument, predict_parser
 
 __all__ = [
     "PredictReport",
     "Predictor",
-    "add_checkpoint_argument",
     "blending_window",
     "checkpoint_preprocessing",
     "inference_settings",
@@ -53,7 +51,6 @@ __all__ = [
     "overlay_image",
     "predict_command",
     "predict_files",
-    "predict_parser",
     "resolve_device",
     "temporary_path",
     "tile_starts",
