@@ -357,13 +357,15 @@ class SegmentationCLI(LightningCLI):
         self._report("test")
 
     @rank_zero_only
+    def before_predict(self) -> None:
+        # The masks go to files as they come; the probabilities need not pile up in memory
+        # (a CamVid test split's would take gigabytes).
+        config = self.config_init[self.subcommand]
+        if config.get("return_predictions") is None:
+            config["return_predictions"] = False
+
     def after_predict(self) -> None:
-        writer = self.mask_writer
-        print(
-            f"predict done: {writer.total} test-split masks at the network's input size in "
-            f"{writer.output} (masks at each image's own size: lightning-seg predict "
-            "--ckpt_path C --input FILES --output DIR)"
-        )
+        print(self.mask_writer.summary())
 
 
 def run_cli(argv: list[str], callbacks: Sequence[Callback] = ()) -> SegmentationCLI:

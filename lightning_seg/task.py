@@ -294,9 +294,10 @@ class SegmentationTask(LightningModule):
         return self._evaluate(batch, "test")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        """Labels N x H x W as ``test`` scores them: its test-time views, threshold and
-        post-processing."""
-        return self.labels_from_probabilities(self.probabilities(batch["image"]))
+        """Probabilities N x C x H x W as ``test`` sees them (its test-time views);
+        :meth:`labels_from_probabilities` turns them into its labels (threshold and
+        post-processing), at this size or after resizing them to the image's own."""
+        return self.probabilities(batch["image"])
 
     # ----------------------------------------------------------------- optimisation
     def parameter_groups(self) -> list[dict[str, Any]]:

@@ -79,6 +79,43 @@ def test_predict_without_input_writes_the_masks_that_test_scores(tiny_fit_args, 
     assert 0 < intersection / union == pytest.approx(test_iou, abs=1e-6)
 
 
+def test_predict_without_input_pastes_masks_back_to_each_images_size_as_predict_input_does(
+    tmp_path, capsys
+):
+    import numpy as np
+    from PIL import Image
+
+    from lightning_seg.split_predictions import mask_file
+
+    root = make_folder(tmp_path / "data", n=20)  # 40 x 60 images, resized to 32 x 32
+    data = ["--data=lightning_seg.data.FolderDataModule", f"--data.root={root}",
+            "--data.image_size=32", "--data.batch_size=4"]  # fmt: skip
+    # Long enough to predict every class, so that the comparison below can fail.
+    flags = short_fit_args(tmp_path / "runs", *data, "--model.tta=flips", epochs=12,
+                           train_batches=None, width=8, logger=False)  # fmt: skip
+    flags = [f for f in flags if not f.startswith("--data.init_args.")]  # synthetic-only flags
+    run_cli(["fit", *flags])
+    (summary,) = (tmp_path / "runs").rglob("summary.json")
+    best = json.loads(summary.read_text())["best_checkpoint"]
+    capsys.readouterr()
+    predicted = run_cli(["predict", f"--ckpt_path={best}", "--trainer.logger=false",
+                         "--trainer.enable_progress_bar=false"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert "predict done: 3 test-split masks, each at its image's own size" in out
+    folder = summary.parent / "predictions" / f"test-{Path(best).stem}"
+    names = predicted.datamodule.sample_names("test")
+    inputs = [root / name for name in names]
+    assert main(["predict", "--ckpt", best, "--input", *map(str, inputs),
+                 "--output", str(tmp_path / "files"), "--no-progress"]) == 0  # fmt: skip
+    for name, image in zip(names, inputs, strict=True):
+        split_mask = np.array(Image.open(folder / mask_file(name)))
+        file_mask = np.array(Image.open(tmp_path / "files" / f"{image.stem}.png"))
+        assert split_mask.shape == file_mask.shape == (40, 60)
+        # The same probabilities, resized the same way: a pixel may differ only where the
+        # batch shapes round a probability differently.
+        assert (split_mask == file_mask).mean() > 0.999, name
+
+
 def test_split_masks_are_named_after_their_samples_inside_the_output_folder():
     from lightning_seg.split_predictions import mask_file
 

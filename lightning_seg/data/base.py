@@ -190,6 +190,11 @@ class SegmentationDataModule(LightningDataModule):
         batches): how per-image scores say which image they belong to."""
         return [f"{split}-{i:04d}" for i in range(len(self.datasets[split]))]  # type: ignore[arg-type]
 
+    def sample_sizes(self, split: str) -> list[tuple[int, int] | None]:
+        """(height, width) of the image each sample was resized from, so that its mask can be
+        pasted back to it; None where the sample is all there is (generated data, tiles)."""
+        return [None] * len(self.datasets[split])  # type: ignore[arg-type]
+
     def fingerprint(self) -> str:
         """Identifies the data a run saw (W&B config), so two runs can be checked to compare
         like with like: here the generating settings; for files, the files themselves."""

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from lightning_seg.data import cache
 from lightning_seg.data.base import SegmentationDataModule, data_dir
 from lightning_seg.data.datasets import ArrayDataset, FileDataset
-from lightning_seg.data.io import DataError
+from lightning_seg.data.io import DataError, image_size
 from lightning_seg.data.masks import MaskDecoder, MaskReport
 from lightning_seg.data.pairs import Pair, pair_files
 from lightning_seg.data.transforms import DEFAULT_TRAIN, TransformSpec, build_transform
@@ -279,16 +279,26 @@ class FileDataModule(SegmentationDataModule):
         masks = joined([part.masks for part in arrays])
         return ArrayDataset(images, masks, weights, transform, self.preprocessing)
 
+    def sample_sources(self, split: str) -> list[str]:
+        """Each sample's image file, in dataset order; a tile adds ``#top,left``."""
+        dataset = self.datasets.get(split)
+        if isinstance(dataset, FileDataset):  # no cache: the dataset names its samples
+            return list(dataset.sources)
+        return [s for name in self.sources_of(split) for s in self.decoded(name).sources]
+
     def sample_names(self, split: str) -> list[str]:
         """Each sample's image file relative to the data folder, in dataset order
         (``PH2Dataset/PH2 Dataset images/IMD015/IMD015_Dermoscopic_Image/IMD015.png``); a tile
         adds ``#top,left``, cached or not, so evaluations of either compare image by image."""
-        dataset = self.datasets.get(split)
-        if isinstance(dataset, FileDataset):  # no cache: the dataset names its samples
-            sources = dataset.sources
-        else:
-            sources = [s for name in self.sources_of(split) for s in self.decoded(name).sources]
-        return [self.relative_name(source) for source in sources]
+        return [self.relative_name(source) for source in self.sample_sources(split)]
+
+    def sample_sizes(self, split: str) -> list[tuple[int, int] | None]:
+        """(height, width) of the image file each resized sample came from, read from the
+        headers; None for tiles, which the network sees at their own resolution."""
+        sources = self.sample_sources(split)
+        if self.preprocessing.tiled:
+            return [None] * len(sources)
+        return [image_size(source) for source in sources]
 
     def relative_name(self, source: str) -> str:
         """``source`` relative to the data folder, when it lies inside it."""
