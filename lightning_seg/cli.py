@@ -356,7 +356,6 @@ class SegmentationCLI(LightningCLI):
     def after_test(self) -> None:
         self._report("test")
 
-    @rank_zero_only
     def before_predict(self) -> None:
         # The masks go to files as they come; the probabilities need not pile up in memory
         # (a CamVid test split's would take gigabytes).
@@ -364,6 +363,7 @@ class SegmentationCLI(LightningCLI):
         if config.get("return_predictions") is None:
             config["return_predictions"] = False
 
+    @rank_zero_only
     def after_predict(self) -> None:
         print(self.mask_writer.summary())
 

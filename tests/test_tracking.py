@@ -172,7 +172,7 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     processes (started from the installed script, then from ``python -m``), one of them running
     a batch more, equals a single process's score of the same
     checkpoint on the same data; ``test`` on two processes scores each of an odd number of
-    images once, as one process does."""
+    images once, as one process does, and ``predict`` writes each image's mask once."""
     env = {**os.environ, "WANDB_MODE": "offline"}
     env.pop("LIGHTNING_SEG_RUN_ID", None)
     runs = tmp_path / "runs"
@@ -207,6 +207,12 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     # Not test/loss: the quickstart's Dice term is taken over a batch, and batches differ.
     for name in ("test/iou", "test/f1", "test/iou_per_image", "test/iou_ci_low"):
         assert scores[name] == pytest.approx(float(alone.trainer.callback_metrics[name]), abs=1e-5)
+
+    # predict without --input writes each test image's mask once, and says so once.
+    predicted = run_script("predict", *common, *ddp, f"--ckpt_path={best}", env=env)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert predicted.stdout.count("predict done: 15 test-split masks") == 1
+    assert len(list((run_dir / "predictions").rglob("*.png"))) == 15
 
 
 def test_compare_plot_of_ten_runs_has_distinct_entries_and_marks_best_epochs(tmp_path):
