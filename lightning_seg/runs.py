@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -30,20 +31,88 @@ class Run:
     def name(self) -> str:
         return str(self.summary.get("experiment", self.folder.parent.name))
 
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        """The run's resolved ``config.yaml`` with dotted keys (``model.model_args.arch``);
+        empty when it is missing or unreadable."""
+        try:
+            import yaml
+
+            return flatten(yaml.safe_load((self.folder / "config.yaml").read_text()) or {})
+        except (OSError, ValueError, AttributeError):
+            return {}
+
     @property
     def dataset(self) -> str:
         """``ph2``, ``camvid``, ...: from the summary, else from the run's config."""
         if self.summary.get("dataset"):
             return str(self.summary["dataset"])
-        try:
-            import yaml
-
-            config = yaml.safe_load((self.folder / "config.yaml").read_text()) or {}
-            class_path = str((config.get("data") or {}).get("class_path", ""))
-        except (OSError, ValueError):
-            class_path = ""
+        class_path = str(self.config.get("data.class_path", ""))
         name = class_path.rsplit(".", 1)[-1].removesuffix("DataModule").lower()
         return name or "?"
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"lr": 1}}`` -> ``{"model.lr": 1}``; lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+#: Settings that differ between runs without changing what was trained or how it was scored
+#: (where files go, what is printed or logged), kept out of the "settings" column.
+INCIDENTAL = (
+    "runs_dir", "ckpt_path", "experiment", "trainer.default_root_dir", "trainer.logger",
+    "trainer.callbacks", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+    "trainer.log_every_n_steps", "tracking.", "data.init_args.num_workers",
+)  # fmt: skip
+
+
+def short_name(key: str) -> str:
+    """``model.model_args.arch`` -> ``arch``, ``model.optimizer.init_args.lr`` ->
+    ``optimizer.lr``, ``trainer.max_epochs`` -> ``max_epochs``."""
+    parts = [p for p in key.split(".") if p not in ("init_args", "model_args")]
+    if len(parts) > 1 and parts[0] in ("model", "data", "trainer"):
+        parts = parts[1:]
+    return ".".join(parts)
+
+
+def setting_value(value: Any, limit: int = 32) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def differing_settings(runs: list[Run]) -> dict[Path, str]:
+    """For each run, the settings in which it differs from the other runs of its experiment
+    (``arch=FPN seed_everything=2``): what a row of the same experiment name stands for.
+    Runs alone in their experiment get none (the experiment name says it all)."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.name, []).append(run)
+    settings: dict[Path, str] = {}
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        keys = sorted({key for run in group for key in run.config})
+        varying = [
+            key for key in keys
+            if not key.startswith(INCIDENTAL)
+            and len({json.dumps(run.config.get(key), sort_keys=True) for run in group}) > 1
+        ]  # fmt: skip
+        names = [short_name(key) for key in varying]
+        if len(set(names)) < len(names):  # shortened names collide: keep them whole
+            names = varying
+        for run in group:
+            settings[run.folder] = " ".join(
+                f"{name}={setting_value(run.config.get(key))}"
+                for name, key in zip(names, varying, strict=True)
+            )
+    return settings
 
 
 def loss_name(loss: Any) -> str:
@@ -90,16 +159,20 @@ def find_runs(targets: list[str], runs_dir: Path) -> list[Run]:
 
 
 def table(runs: list[Run]) -> str:
-    """The comparison table of the source notebooks, as Markdown."""
-    header = ("dataset", "experiment", "model", "loss", "best val IoU", "val F1", "test IoU",
-              "epochs", "params (M)", "wall time", "run")  # fmt: skip
+    """The comparison table of the source notebooks, as Markdown, with a "settings" column
+    when runs of one experiment differ in their configuration (see :func:`differing_settings`)."""
+    settings = differing_settings(runs)
+    header = ("dataset", "experiment", *(("settings",) if settings else ()), "model", "loss",
+              "best val IoU", "val F1", "test IoU", "epochs", "params (M)", "wall time",
+              "run")  # fmt: skip
     rows = []
     for run in runs:
         s = run.summary
         # The test result of the checkpoint the run chose (its best), never the best of many.
         test_iou = next((iou_with_interval(t) for t in run.tests if "test/iou" in t), None)
         rows.append((
-            run.dataset, run.name, str(s.get("model", "?")), loss_name(s.get("loss", "?")),
+            run.dataset, run.name, *((settings.get(run.folder) or "-",) if settings else ()),
+            str(s.get("model", "?")), loss_name(s.get("loss", "?")),
             f"{s.get('val/iou', float('nan')):.4f}",
             f"{s['val/f1']:.4f}" if "val/f1" in s else "-",
             test_iou or "-",
@@ -124,13 +197,16 @@ def plot(runs: list[Run], output: Path) -> Path:
 
     fig, (ax_iou, ax_loss) = plt.subplots(1, 2, figsize=(13, 5))
     colours = plt.get_cmap("tab20")
+    settings = differing_settings(runs)
     for i, run in enumerate(runs):
         history = [row for row in run.summary.get("history", []) if "val/iou" in row]
         if not history:
             continue
         colour = colours(i % 20)
         epochs = [r["epoch"] for r in history]
-        label = f"{run.name} ({run.folder.name[-6:]})"
+        label = " ".join(
+            filter(None, (f"{run.name} ({run.folder.name[-6:]})", settings.get(run.folder)))
+        )
         ax_iou.plot(epochs, [r["val/iou"] for r in history], color=colour, linewidth=1.3,
                     label=label)  # fmt: skip
         best = max(history, key=lambda r: r["val/iou"])

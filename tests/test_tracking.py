@@ -215,6 +215,45 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     assert len(list((run_dir / "predictions").rglob("*.png"))) == 15
 
 
+def test_compare_names_the_settings_in_which_runs_of_one_experiment_differ(tmp_path):
+    import yaml
+
+    from lightning_seg.runs import find_runs, table
+
+    def run(experiment: str, folder: str, seed: int, arch: str, lr: float = 1e-3) -> None:
+        path = tmp_path / experiment / folder
+        path.mkdir(parents=True)
+        config = {
+            "seed_everything": seed,
+            "runs_dir": str(tmp_path / folder),  # where files went: not a setting that matters
+            "trainer": {"max_epochs": 24, "enable_progress_bar": seed == 1},
+            "model": {"model_args": {"arch": arch},
+                      "optimizer": {"class_path": "AdamW", "init_args": {"lr": lr}}},
+        }  # fmt: skip
+        (path / "config.yaml").write_text(yaml.safe_dump(config))
+        summary = {"experiment": experiment, "val/iou": 0.9, "model": "smp", "loss": "bce"}
+        (path / "summary.json").write_text(json.dumps(summary))
+
+    run("lite2", "a", 1, "FPN")
+    run("lite2", "b", 2, "FPN", lr=2e-3)
+    run("lite2", "c", 1, "Unet")
+    run("lite0", "d", 7, "Unet")  # alone in its experiment: nothing to tell apart
+    rows = table(find_runs([], tmp_path)).splitlines()
+    header = [c.strip() for c in rows[0].strip("|").split("|")]
+    settings = {
+        cells[header.index("run")]: cells[header.index("settings")]
+        for cells in ([c.strip() for c in row.strip("|").split("|")] for row in rows[2:])
+    }
+    assert settings == {
+        "a": "arch=FPN optimizer.lr=0.001 seed_everything=1",
+        "b": "arch=FPN optimizer.lr=0.002 seed_everything=2",
+        "c": "arch=Unet optimizer.lr=0.001 seed_everything=1",
+        "d": "-",
+    }
+    # Runs that are each alone in their experiment need no such column.
+    assert "settings" not in table(find_runs(["lite0"], tmp_path)).splitlines()[0]
+
+
 def test_compare_plot_of_ten_runs_has_distinct_entries_and_marks_best_epochs(tmp_path):
     import matplotlib
 
