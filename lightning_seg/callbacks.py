@@ -19,8 +19,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from lightning_seg.errors import ConfigurationError
+from lightning_seg.experiments import flatten
 from lightning_seg.postprocess import postprocess_labels
-from lightning_seg.tracking import flatten, git_commit
+from lightning_seg.tracking import git_commit
 
 
 class BestCheckpoint(ModelCheckpoint):

@@ -13,7 +13,9 @@ become ``--config`` files in that order; LightningCLI merges them (later files w
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from lightning_seg.errors import ConfigurationError
 
@@ -131,3 +133,18 @@ def with_checkpoint_config(argv: list[str]) -> list[str]:
             "its data is unknown: name it with --experiment NAME (or --config run.yaml)"
         )
     return [argv[0], "--config", str(run_dir / "config.yaml"), *argv[1:]]
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten a nested config to dotted keys, dropping ``init_args`` so keys stay readable.
+
+    ``{"model": {"init_args": {"loss": "bce"}}}`` -> ``{"model.loss": "bce"}``.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = prefix if key == "init_args" else f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name))
+        else:
+            flat[name] = value
+    return flat

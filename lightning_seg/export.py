@@ -32,11 +32,12 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -166,6 +167,16 @@ def prepare(network: nn.Module) -> nn.Module:
     return network.to(memory_format=torch.contiguous_format)
 
 
+def export_inputs(
+    network: nn.Module, settings: dict[str, Any], example_size: tuple[int, int] | None
+) -> tuple[nn.Module, ExportModule, tuple[int, int], int]:
+    """What every exporter starts from: the prepared network, its :class:`ExportModule`, the
+    example size (the training size by default) and the input channels."""
+    network = prepare(network)
+    size = tuple(example_size or settings["preprocessing"].image_size)
+    return network, ExportModule(network).eval(), size, settings["preprocessing"].channels
+
+
 # ----------------------------------------------------------------------------- ONNX
 def export_onnx(
     network: nn.Module,
@@ -186,12 +197,10 @@ def export_onnx(
     if opset < 17:
         raise ConfigurationError(f"--opset must be 17 or more, not {opset}")
     path = Path(path)
-    network = prepare(network)
-    module = ExportModule(network).eval()
-    size = tuple(example_size or settings["preprocessing"].image_size)
+    network, module, size, channels = export_inputs(network, settings, example_size)
     reason = fixed_size_reason(network) if fixed_size is None else None
     dynamic_spatial = not (fixed_size or reason)
-    example = torch.randn(2, settings["preprocessing"].channels, *size)
+    example = torch.randn(2, channels, *size)
     program = _onnx_program(module, example, dynamic_spatial, opset)
     program.model.metadata_props.update(export_metadata(settings, dynamic_spatial, module.stride))
     result: dict[str, Any] = {"dynamic_spatial": dynamic_spatial, "fixed_reason": reason}
@@ -202,8 +211,7 @@ def export_onnx(
             program.save(str(tmp), external_data=False)
         if check:
             sizes = check_sizes(size, dynamic_spatial, module.stride)
-            channels = settings["preprocessing"].channels
-            result.update(_check_onnx_file(tmp, network, channels, sizes))
+            result.update(_checked("onnx", onnx_runner(tmp), network, channels, sizes))
     return result
 
 
@@ -241,14 +249,19 @@ def _onnx_program(
     return program
 
 
-def _check_onnx_file(
-    path: Path, network: nn.Module, in_channels: int, sizes: list[tuple[int, int]]
+def _checked(
+    label: str,
+    run: Callable[[np.ndarray], np.ndarray],
+    network: nn.Module,
+    in_channels: int,
+    sizes: list[tuple[int, int]],
 ) -> dict[str, Any]:
-    """The parity of the ONNX file at ``path`` with ``network``; refused when it does not pass."""
-    difference, scale = parity(onnx_runner(path), network, in_channels, sizes)
+    """The parity of a written file (``run`` runs it) with ``network``: what the result
+    records, or a refusal when it does not pass (the file is then never published)."""
+    difference, scale = parity(run, network, in_channels, sizes, seed=1)
     if not passes(difference, scale):
         raise ConfigurationError(
-            f"ONNX parity check failed: max |onnx - torch| = {difference:.3g} "
+            f"{label} parity check failed: max |{label} - torch| = {difference:.3g} "
             f"(largest logit {scale:.3g}) at sizes {sizes}; nothing was written"
         )
     return {"max_abs_diff": difference, "max_abs_logit": scale, "sizes": sizes}
@@ -270,10 +283,7 @@ def export_torchscript(
     right at both sizes is refused with the reasons.
     """
     path = Path(path)
-    network = prepare(network)
-    module = ExportModule(network).eval()
-    size = tuple(example_size or settings["preprocessing"].image_size)
-    channels = settings["preprocessing"].channels
+    network, module, size, channels = export_inputs(network, settings, example_size)
     sizes = check_sizes(size, True, module.stride)
     failures: list[str] = []
     for method in ("trace", "script"):
@@ -298,20 +308,14 @@ def export_torchscript(
         )
     metadata = export_metadata(settings, True, module.stride)
     result: dict[str, Any] = {"method": method, "dynamic_spatial": True}
-    with _temporary(path) as tmp:
-        with _quiet_exporter():  # this torch warns that TorchScript is deprecated
-            torch.jit.save(
-                compiled, str(tmp), _extra_files={"lightning_seg.json": json.dumps(metadata)}
-            )
-            loaded = torch.jit.load(str(tmp), map_location="cpu") if check else None
-        if loaded is not None:
-            difference, scale = parity(torch_runner(loaded), network, channels, sizes, seed=1)
-            result.update(max_abs_diff=difference, max_abs_logit=scale, sizes=sizes)
-            if not passes(difference, scale):
-                raise ConfigurationError(
-                    f"TorchScript parity check failed: max difference {difference:.3g}; "
-                    "nothing was written"
-                )
+    # Quiet: this torch warns that TorchScript is deprecated.
+    with _temporary(path) as tmp, _quiet_exporter():
+        torch.jit.save(
+            compiled, str(tmp), _extra_files={"lightning_seg.json": json.dumps(metadata)}
+        )
+        if check:
+            loaded = torch.jit.load(str(tmp), map_location="cpu")
+            result.update(_checked("torchscript", torch_runner(loaded), network, channels, sizes))
     return result
 
 
@@ -334,10 +338,7 @@ def export_pt2(
     archive's extra file ``lightning_seg.json``. Load it with ``torch.export.load(path)`` and
     call ``.module()``."""
     path = Path(path)
-    network = prepare(network)
-    module = ExportModule(network).eval()
-    size = tuple(example_size or settings["preprocessing"].image_size)
-    channels = settings["preprocessing"].channels
+    network, module, size, channels = export_inputs(network, settings, example_size)
     example = torch.randn(2, channels, *size)
     try:
         with _quiet_exporter(), torch.no_grad():
@@ -352,20 +353,13 @@ def export_pt2(
         ) from None
     metadata = export_metadata(settings, False, module.stride)
     result: dict[str, Any] = {"dynamic_spatial": False, "fixed_reason": PT2_FIXED_REASON}
-    with _temporary(path) as tmp:
-        with _quiet_exporter():
-            torch.export.save(
-                program, str(tmp), extra_files={"lightning_seg.json": json.dumps(metadata)}
-            )
-            loaded = torch.export.load(str(tmp)).module() if check else None
-        if loaded is not None:
-            sizes = [size]
-            difference, scale = parity(torch_runner(loaded), network, channels, sizes, seed=1)
-            result.update(max_abs_diff=difference, max_abs_logit=scale, sizes=sizes)
-            if not passes(difference, scale):
-                raise ConfigurationError(
-                    f"pt2 parity check failed: max difference {difference:.3g}; nothing was written"
-                )
+    with _temporary(path) as tmp, _quiet_exporter():
+        torch.export.save(
+            program, str(tmp), extra_files={"lightning_seg.json": json.dumps(metadata)}
+        )
+        if check:
+            loaded = torch.export.load(str(tmp)).module()
+            result.update(_checked("pt2", torch_runner(loaded), network, channels, [size]))
     return result
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_seg.errors import ConfigurationError
+from lightning_seg.experiments import flatten
 from lightning_seg.parsers import compare_parser, sync_parser
 
 
@@ -33,8 +34,8 @@ class Run:
 
     @cached_property
     def config(self) -> dict[str, Any]:
-        """The run's resolved ``config.yaml`` with dotted keys (``model.model_args.arch``);
-        empty when it is missing or unreadable."""
+        """The run's resolved ``config.yaml`` with dotted keys as W&B has them
+        (``model.model_args.arch``, ``data.image_size``); empty when missing or unreadable."""
         try:
             import yaml
 
@@ -52,24 +53,12 @@ class Run:
         return name or "?"
 
 
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"model": {"lr": 1}}`` -> ``{"model.lr": 1}``; lists stay values."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
 #: Settings that differ between runs without changing what was trained or how it was scored
 #: (where files go, what is printed or logged), kept out of the "settings" column.
 INCIDENTAL = (
     "runs_dir", "ckpt_path", "experiment", "trainer.default_root_dir", "trainer.logger",
     "trainer.callbacks", "trainer.enable_progress_bar", "trainer.enable_model_summary",
-    "trainer.log_every_n_steps", "tracking.", "data.init_args.num_workers",
+    "trainer.log_every_n_steps", "tracking.", "data.num_workers",
 )  # fmt: skip
 
 

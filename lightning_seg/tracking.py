@@ -1,4 +1,4 @@
-"""Weights & Biases set-up: offline when there are no credentials, run folders, flat configs."""
+"""Weights & Biases set-up: offline when there are no credentials, run folders, tags."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import re
 import secrets
 import subprocess
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,21 +155,6 @@ def offline_notice(logger: WandbLogger) -> str | None:
         f"W&B run saved offline in {sync_dir}; upload it with `make sync` "
         f"(or: wandb sync {sync_dir})"
     )
-
-
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Flatten a nested config to dotted keys, dropping ``init_args`` so keys stay readable.
-
-    ``{"model": {"init_args": {"loss": "bce"}}}`` -> ``{"model.loss": "bce"}``.
-    """
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = prefix if key == "init_args" else f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, name))
-        else:
-            flat[name] = value
-    return flat
 
 
 @dataclass
