@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 from common import machine  # benchmarks/common.py: scripts run from their folder
 
+from lightning_seg.experiments import network_label
 from lightning_seg.runs import loss_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,7 +131,7 @@ def run_experiment(name: str, runs_dir: Path, extra: list[str], logs: Path) -> d
         note = "; ".join(filter(None, [note, "trained on train + val: val IoU not held out"]))
     return {
         "experiment": name,
-        "model": summary.get("model"),
+        "model": network_label(model.get("model"), model.get("model_args")),
         "loss": loss_name(summary.get("loss")),
         "params_m": round(summary.get("num_parameters", 0) / 1e6, 2),
         "precision": str((config.get("trainer") or {}).get("precision") or "32-true"),

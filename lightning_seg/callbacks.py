@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from lightning_seg.errors import ConfigurationError
-from lightning_seg.experiments import flatten
+from lightning_seg.experiments import flatten, network_label
 from lightning_seg.postprocess import postprocess_labels
 from lightning_seg.tracking import git_commit
 
@@ -121,6 +121,9 @@ class RunSummary(Callback):
             "run_dir": str(self.run_dir),
             "num_parameters": sum(p.numel() for p in pl_module.parameters()),
             "model": pl_module.hparams.get("model"),
+            "network": network_label(
+                pl_module.hparams.get("model"), pl_module.hparams.get("model_args")
+            ),
             "dataset": getattr(trainer.datamodule, "name", None),
             "loss": pl_module.hparams.get("loss"),
             "history": getattr(self, "history", []),

@@ -148,3 +148,21 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def network_label(model: Any, model_args: Mapping[str, Any] | None = None) -> str:
+    """What a run trained, readable in a table: ``smp`` alone names every SMP architecture and
+    encoder alike, so ``smp FPN tf_efficientnet_lite2`` (SMP's defaults where unset),
+    ``pspnet resnet50``, ``ensemble: smp Unet ... + smp Unet ...``, else the network's name."""
+    args = dict(model_args or {})
+    if model == "smp":
+        encoder = str(args.get("encoder_name", "resnet34")).removeprefix("tu-")
+        return f"smp {args.get('arch', 'Unet')} {encoder}"
+    if model == "pspnet" and args.get("encoder"):
+        return f"pspnet {str(args['encoder']).removeprefix('tu-')}"
+    if model == "ensemble":
+        members = [m for m in args.get("members") or [] if isinstance(m, Mapping)]
+        labels = [network_label(m.get("model"), {k: v for k, v in m.items() if k != "model"})
+                  for m in members]  # fmt: skip
+        return "ensemble: " + " + ".join(labels) if labels else "ensemble"
+    return str(model)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_seg.errors import ConfigurationError
-from lightning_seg.experiments import flatten
+from lightning_seg.experiments import flatten, network_label
 from lightning_seg.parsers import compare_parser, sync_parser
 
 
@@ -42,6 +42,19 @@ class Run:
             return flatten(yaml.safe_load((self.folder / "config.yaml").read_text()) or {})
         except (OSError, ValueError, AttributeError):
             return {}
+
+    @property
+    def network(self) -> str:
+        """``smp FPN tf_efficientnet_lite2``, not just ``smp``: from the summary, else from the
+        run's config (runs written before summaries named it)."""
+        if self.summary.get("network"):
+            return str(self.summary["network"])
+        model = self.summary.get("model") or self.config.get("model.model") or "?"
+        if not self.config:  # without its settings an SMP default would be a guess
+            return str(model)
+        prefix = "model.model_args."
+        args = {k.removeprefix(prefix): v for k, v in self.config.items() if k.startswith(prefix)}
+        return network_label(model, args)
 
     @property
     def dataset(self) -> str:
@@ -161,7 +174,7 @@ def table(runs: list[Run]) -> str:
         test_iou = next((iou_with_interval(t) for t in run.tests if "test/iou" in t), None)
         rows.append((
             run.dataset, run.name, *((settings.get(run.folder) or "-",) if settings else ()),
-            str(s.get("model", "?")), loss_name(s.get("loss", "?")),
+            run.network, loss_name(s.get("loss", "?")),
             f"{s.get('val/iou', float('nan')):.4f}",
             f"{s['val/f1']:.4f}" if "val/f1" in s else "-",
             test_iou or "-",

@@ -35,6 +35,7 @@ def test_fit_writes_best_and_last_checkpoints_and_prints_summary(tiny_fit_args, 
 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["epochs"] == 2 and 0.0 <= summary["val/iou"] <= 1.0
+    assert summary["network"] == "unet"  # what compare shows as the model
     last_line = capsys.readouterr().out.strip().splitlines()[-1]
     assert last_line.startswith("fit done: val/iou=")
     assert f"val/iou={summary['val/iou']:.4f}" in last_line

@@ -289,3 +289,36 @@ def test_compare_plot_of_ten_runs_has_distinct_entries_and_marks_best_epochs(tmp
     stars = [line for line in iou_axes.lines if line.get_marker() == "*"]
     assert [list(s.get_xdata()) for s in stars] == [[3]] * 10  # the best epoch, numbered as saved
     assert len(loss_axes.lines) == 10
+
+
+def test_compare_model_column_names_the_architecture_and_encoder_not_just_smp(tmp_path):
+    import yaml
+
+    from lightning_seg.runs import find_runs, table
+
+    def run(folder: str, model: str, model_args: dict, summary_extra: dict) -> None:
+        path = tmp_path / folder / "run"
+        path.mkdir(parents=True)
+        config = {"model": {"model": model, "model_args": model_args}}
+        (path / "config.yaml").write_text(yaml.safe_dump(config))
+        summary = {"experiment": folder, "val/iou": 0.9, "model": model, "loss": "bce"}
+        (path / "summary.json").write_text(json.dumps(summary | summary_extra))
+
+    lite2 = {"arch": "FPN", "encoder_name": "tu-tf_efficientnet_lite2"}
+    run("fpn", "smp", lite2, {})  # written before summaries named the network: from config.yaml
+    run("unet", "smp", {"encoder_name": "resnet18"}, {"network": "smp Unet resnet18"})
+    members = [{"model": "smp", "encoder_name": "tu-tf_efficientnet_lite0"}, {"model": "unet"}]
+    run("pair", "ensemble", {"members": members}, {})
+    run("plain", "segnet", {"base_channels": 16}, {})
+    rows = table(find_runs([], tmp_path)).splitlines()
+    header = [c.strip() for c in rows[0].strip("|").split("|")]
+    models = {
+        cells[header.index("experiment")]: cells[header.index("model")]
+        for cells in ([c.strip() for c in row.strip("|").split("|")] for row in rows[2:])
+    }
+    assert models == {
+        "fpn": "smp FPN tf_efficientnet_lite2",
+        "unet": "smp Unet resnet18",
+        "pair": "ensemble: smp Unet tf_efficientnet_lite0 + unet",
+        "plain": "segnet",
+    }
