@@ -215,6 +215,13 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     assert len(list((run_dir / "predictions").rglob("*.png"))) == 15
 
 
+def table_column(markdown: str, key: str, value: str) -> dict[str, str]:
+    """Column ``value`` of a Markdown table, by the row's ``key`` cell."""
+    rows = [[c.strip() for c in row.strip("|").split("|")] for row in markdown.splitlines()]
+    header = rows[0]
+    return {cells[header.index(key)]: cells[header.index(value)] for cells in rows[2:]}
+
+
 def test_compare_names_the_settings_in_which_runs_of_one_experiment_differ(tmp_path):
     import yaml
 
@@ -238,12 +245,7 @@ def test_compare_names_the_settings_in_which_runs_of_one_experiment_differ(tmp_p
     run("lite2", "b", 2, "FPN", lr=2e-3)
     run("lite2", "c", 1, "Unet")
     run("lite0", "d", 7, "Unet")  # alone in its experiment: nothing to tell apart
-    rows = table(find_runs([], tmp_path)).splitlines()
-    header = [c.strip() for c in rows[0].strip("|").split("|")]
-    settings = {
-        cells[header.index("run")]: cells[header.index("settings")]
-        for cells in ([c.strip() for c in row.strip("|").split("|")] for row in rows[2:])
-    }
+    settings = table_column(table(find_runs([], tmp_path)), "run", "settings")
     assert settings == {
         "a": "arch=FPN optimizer.lr=0.001 seed_everything=1",
         "b": "arch=FPN optimizer.lr=0.002 seed_everything=2",
@@ -310,12 +312,7 @@ def test_compare_model_column_names_the_architecture_and_encoder_not_just_smp(tm
     members = [{"model": "smp", "encoder_name": "tu-tf_efficientnet_lite0"}, {"model": "unet"}]
     run("pair", "ensemble", {"members": members}, {})
     run("plain", "segnet", {"base_channels": 16}, {})
-    rows = table(find_runs([], tmp_path)).splitlines()
-    header = [c.strip() for c in rows[0].strip("|").split("|")]
-    models = {
-        cells[header.index("experiment")]: cells[header.index("model")]
-        for cells in ([c.strip() for c in row.strip("|").split("|")] for row in rows[2:])
-    }
+    models = table_column(table(find_runs([], tmp_path)), "experiment", "model")
     assert models == {
         "fpn": "smp FPN tf_efficientnet_lite2",
         "unet": "smp Unet resnet18",
