@@ -5,8 +5,8 @@ N x C x H x W float32 (``(pixel / 255 - mean) / std``) in, logits N x num_classe
 The normalisation, class names, threshold and training size travel with the file (ONNX
 ``metadata_props``; a ``lightning_seg.json`` extra file in TorchScript and ``.pt2``), since a
 deployment needs them to prepare images and read the output. TorchScript is deprecated in
-current torch; its successor, a ``torch.export`` program (``.pt2``), fixes H x W at the training
-size (see :data:`PT2_FIXED_REASON`) and keeps the batch dynamic.
+current torch; its successor, a ``torch.export`` program (``.pt2``), takes H and W as multiples
+of the network's stride (see :func:`export_pt2`).
 
 Batch, height and width are dynamic. Networks that pad their input to a multiple of their stride
 (U-Net, SegNet, SMP) choose the padding with a Python ``if`` on the input's shape, which tracing
@@ -322,7 +322,41 @@ def export_torchscript(
 # ----------------------------------------------------------------------------- torch.export
 #: Why a ``.pt2`` program fixes H x W: the program checks its shape guards on every call, and the
 #: in-graph padding leaves guards that hold only for sizes padded like the example's.
-PT2_FIXED_REASON = "torch.export guards the padding to the stride at the example's size"
+def multiples(stride: int) -> str:
+    """The sides a dynamic ``.pt2`` program takes, in words."""
+    return f"H and W multiples of {stride}, from {2 * stride}"
+
+
+def stride_multiple(size: tuple[int, int], stride: int) -> tuple[int, int]:
+    """``size`` rounded up to multiples of ``stride``, at least two of them: the example a
+    dynamic ``.pt2`` export traces (``torch.export`` specialises sides that are one block)."""
+    return (max(2, -(-size[0] // stride)) * stride, max(2, -(-size[1] // stride)) * stride)
+
+
+def other_size(size: tuple[int, int], stride: int) -> tuple[int, int]:
+    """A second size a dynamic ``.pt2`` program must take: other multiples, not square."""
+    height, width = stride_multiple((size[0] * 3 // 4, size[1] + 1), stride)
+    return height, width + stride
+
+
+def _pt2_program(
+    module: ExportModule, example: Tensor, dynamic_spatial: bool
+) -> torch.export.ExportedProgram:
+    """``torch.export`` of ``module``: batch dynamic and, where ``dynamic_spatial``, H and W any
+    multiples of the stride. Declared as multiples, the in-graph padding is known to be zero, so
+    no guard ties the program to the example's size (with free H and W, ``F.pad``'s output
+    size leaves a guard that holds only for sizes padded like the example's)."""
+    from torch.export import Dim
+
+    axes: dict[int, Any] = {0: Dim.DYNAMIC}
+    if dynamic_spatial:
+        stride = module.stride
+        axes[2] = stride * Dim("height_blocks", min=2) if stride > 1 else Dim("height", min=2)
+        axes[3] = stride * Dim("width_blocks", min=2) if stride > 1 else Dim("width", min=2)
+    with _quiet_exporter(), torch.no_grad():
+        return torch.export.export(
+            module, (example,), dynamic_shapes={"images": axes}, strict=False
+        )
 
 
 def export_pt2(
@@ -330,37 +364,62 @@ def export_pt2(
     path: str | os.PathLike[str],
     settings: dict[str, Any],
     example_size: tuple[int, int] | None = None,
+    fixed_size: bool | None = None,
     check: bool = True,
 ) -> dict[str, Any]:
     """Export ``network`` with ``torch.export`` (TorchScript's successor) to a ``.pt2`` archive
-    at ``path``: batch dynamic, H x W fixed at ``example_size`` (the training size by default,
-    which is what ``predict`` feeds: resized images or tiles); the metadata travels as the
-    archive's extra file ``lightning_seg.json``. Load it with ``torch.export.load(path)`` and
-    call ``.module()``."""
+    at ``path``; the metadata travels as the archive's extra file ``lightning_seg.json``. Load
+    it with ``torch.export.load(path)`` and call ``.module()``.
+
+    The batch is dynamic, and so are H and W as multiples of the network's stride (pad images up
+    to it, as the metadata's ``stride`` says), unless :func:`fixed_size_reason` or
+    ``fixed_size`` fixes them at ``example_size`` (the training size by default: what ``predict``
+    feeds, resized images or tiles), or the exporter cannot keep them free (then it says why).
+    """
     path = Path(path)
     network, module, size, channels = export_inputs(network, settings, example_size)
-    example = torch.randn(2, channels, *size)
-    try:
-        with _quiet_exporter(), torch.no_grad():
-            program = torch.export.export(
-                module, (example,), dynamic_shapes={"images": {0: torch.export.Dim.DYNAMIC}},
-                strict=False,
-            )  # fmt: skip
-    except Exception as error:  # the exporter raises anything from deep inside
-        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else repr(error)
-        raise ConfigurationError(
-            f"torch.export cannot export this network ({first}); use --format onnx"
-        ) from None
-    metadata = export_metadata(settings, False, module.stride)
-    result: dict[str, Any] = {"dynamic_spatial": False, "fixed_reason": PT2_FIXED_REASON}
+    reason = fixed_size_reason(network) if fixed_size is None else None
+    dynamic_spatial = not (fixed_size or reason)
+    program = None
+    if dynamic_spatial:
+        traced = stride_multiple(size, module.stride)
+        try:
+            program = _pt2_program(module, torch.randn(2, channels, *traced), True)
+            with torch.no_grad():  # a guard on H or W can also surface only when run
+                program.module()(torch.randn(1, channels, *other_size(traced, module.stride)))
+            size = traced
+        except Exception as error:  # fixed at the example's size instead, saying why
+            program = None
+            reason = "torch.export could not keep H and W free: " + _first_line(error, 120)
+            dynamic_spatial = False
+    if program is None:
+        try:
+            program = _pt2_program(module, torch.randn(2, channels, *size), False)
+        except Exception as error:  # the exporter raises anything from deep inside
+            raise ConfigurationError(
+                f"torch.export cannot export this network ({_first_line(error, 200)}); "
+                "use --format onnx"
+            ) from None
+    metadata = export_metadata(settings, dynamic_spatial, module.stride)
+    if dynamic_spatial:
+        metadata["dynamic_spatial"] = f"true ({multiples(module.stride)})"
+    result: dict[str, Any] = {
+        "dynamic_spatial": dynamic_spatial, "fixed_reason": reason, "size": list(size)
+    }  # fmt: skip
     with _temporary(path) as tmp, _quiet_exporter():
         torch.export.save(
             program, str(tmp), extra_files={"lightning_seg.json": json.dumps(metadata)}
         )
         if check:
             loaded = torch.export.load(str(tmp)).module()
-            result.update(_checked("pt2", torch_runner(loaded), network, channels, [size]))
+            sizes = [size, other_size(size, module.stride)] if dynamic_spatial else [size]
+            result.update(_checked("pt2", torch_runner(loaded), network, channels, sizes))
     return result
+
+
+def _first_line(error: Exception, limit: int) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else repr(error)
 
 
 # ----------------------------------------------------------------------------- command
@@ -381,15 +440,25 @@ def export_command(argv: list[str]) -> int:
             check=args.check,
         )
     elif args.format == "pt2":
-        result = export_pt2(task.network, output, settings, size, check=args.check)
+        result = export_pt2(
+            task.network,
+            output,
+            settings,
+            size,
+            fixed_size=True if args.fixed_size else None,
+            check=args.check,
+        )
     else:
         result = export_torchscript(task.network, output, settings, size, check=args.check)
     how = f" ({result['method']})" if "method" in result else ""
     print(f"exported {args.format}{how}: {output}")
     if not result["dynamic_spatial"]:
         why = f": {result['fixed_reason']}" if result.get("fixed_reason") else ""
-        fixed = size or list(settings["preprocessing"].image_size)
-        print(f"note: H x W fixed at {fixed}, batch dynamic{why}")
+        fixed = result.get("size") or size or list(settings["preprocessing"].image_size)
+        print(f"note: H x W fixed at {list(fixed)}, batch dynamic{why}")
+    elif args.format == "pt2":
+        stride = int(getattr(task.network, "stride", 1) or 1)
+        print(f"note: batch, H and W dynamic: {multiples(stride)} (pad images up to one)")
     if "max_abs_diff" in result:
         sizes = ", ".join(f"{h}x{w}" for h, w in result["sizes"])
         print(

@@ -1,7 +1,8 @@
 """The parity check of ``lightning-seg export``: an exported file must compute what PyTorch does.
 
 Every export is run on random inputs at two batch sizes and, where H x W is dynamic, at a second
-spatial size that is no multiple of the stride, and compared with the network it came from;
+spatial size (no multiple of the stride for ONNX and TorchScript, which pad in the graph; another
+multiple for ``.pt2``, which takes only those), and compared with the network it came from;
 :mod:`lightning_seg.export` publishes a file only when the difference passes.
 """
 

@@ -119,7 +119,7 @@ def export_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fixed-size",
         action="store_true",
-        help="ONNX: fix H x W at --size (only the batch stays dynamic)",
+        help="ONNX and pt2: fix H x W at --size (only the batch stays dynamic)",
     )
     parser.add_argument(
         "--check",

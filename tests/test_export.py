@@ -147,27 +147,66 @@ def test_torchscript_refuses_a_network_it_cannot_keep_dynamic(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("name", ["unet", "segnet", "pspnet"])
-def test_pt2_program_matches_pytorch_at_any_batch_with_its_metadata(
+def test_pt2_program_matches_pytorch_at_any_batch_and_stride_multiple_with_its_metadata(
     name: str, tmp_path: Path
 ) -> None:
     network = calibrated(NETWORKS[name]())
     path = tmp_path / f"{name}.pt2"
     result = export_pt2(network, path, SETTINGS, check=False)
-    assert not result["dynamic_spatial"]
     extra = {"lightning_seg.json": ""}
     program = torch.export.load(str(path), extra_files=extra).module()
     metadata = json.loads(extra["lightning_seg.json"])
-    assert json.loads(metadata["mean"]) == [0.5] * 3 and json.loads(metadata["image_size"]) == [
-        32,
-        48,
-    ]
+    assert json.loads(metadata["mean"]) == [0.5] * 3
+    assert json.loads(metadata["image_size"]) == [32, 48]
+    stride = int(metadata["stride"])
+    # PSPNet's pyramid pools to fixed bins: its windows depend on the size, which stays fixed.
+    assert result["dynamic_spatial"] == (name != "pspnet")
+    sizes = [(32, 48)]
+    if result["dynamic_spatial"]:
+        assert (
+            metadata["dynamic_spatial"]
+            == f"true (H and W multiples of {stride}, from {2 * stride})"
+        )
+        sizes = [tuple(result["size"]), (2 * stride, 5 * stride), (7 * stride, 3 * stride)]
     generator = torch.Generator().manual_seed(3)
-    for batch in (1, 3, 5):
-        images = torch.randn(batch, 3, 32, 48, generator=generator)
+    for (height, width), batch in ((s, b) for s in sizes for b in (1, 3, 5)):
+        images = torch.randn(batch, 3, height, width, generator=generator)
         with torch.inference_mode():
             got = program(images).numpy()
-        assert got.shape == (batch, 2, 32, 48)
-        assert np.abs(got - torch_logits(network, images)).max() < 1e-4, (name, batch)
+        assert got.shape == (batch, 2, height, width)
+        assert np.abs(got - torch_logits(network, images)).max() < 1e-4, (name, batch, height)
+
+
+def test_pt2_fixed_size_keeps_the_training_size_and_says_why(tmp_path: Path) -> None:
+    network = calibrated(NETWORKS["unet"]())
+    result = export_pt2(network, tmp_path / "unet.pt2", SETTINGS, fixed_size=True)
+    assert not result["dynamic_spatial"] and result["sizes"] == [(32, 48)]
+    program = torch.export.load(str(tmp_path / "unet.pt2")).module()
+    with pytest.raises(Exception, match=r"Guard failed"):
+        program(torch.randn(1, 3, 64, 48))
+
+
+class SizeBranching(nn.Module):
+    """A network whose output depends on a Python ``if`` on its input width."""
+
+    stride = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3, padding=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.conv(images)
+        return logits * 2 if images.shape[-1] == 48 else logits
+
+
+def test_pt2_falls_back_to_the_training_size_when_the_network_branches_on_it(
+    tmp_path: Path,
+) -> None:
+    result = export_pt2(SizeBranching().eval(), tmp_path / "branching.pt2", SETTINGS)
+    assert not result["dynamic_spatial"] and result["sizes"] == [(32, 48)]
+    assert result["fixed_reason"].startswith("torch.export could not keep H and W free")
+    assert result["max_abs_diff"] < 1e-6
 
 
 @pytest.fixture(scope="module")
@@ -186,8 +225,9 @@ def test_export_command(
     assert str(output) in printed
     difference = float(printed.split(f"max |{fmt} - torch| = ")[1].split()[0])
     assert difference < 1e-4
-    if fmt == "pt2":  # the training size, said in a note
-        assert "note: H x W fixed at [32, 32], batch dynamic: torch.export" in printed
+    if fmt == "pt2":  # the checkpoint's U-Net takes any multiple of its stride
+        stride = load_task(checkpoint)[0].network.stride
+        assert f"note: batch, H and W dynamic: H and W multiples of {stride}, from" in printed
     if fmt == "onnx":
         # The checkpoint's U-Net, checked here independently of the command's own check.
         assert_onnx_parity(output, load_task(checkpoint)[0].network, ((32, 32), (27, 53)))
