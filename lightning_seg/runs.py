@@ -75,6 +75,10 @@ INCIDENTAL = (
 )  # fmt: skip
 
 
+#: Settings the model column already names (:func:`~lightning_seg.experiments.network_label`).
+IN_MODEL_COLUMN = ("model.model", "model.model_args.arch", "model.model_args.encoder_name")
+
+
 def short_name(key: str) -> str:
     """``model.model_args.arch`` -> ``arch``, ``model.optimizer.init_args.lr`` ->
     ``optimizer.lr``, ``trainer.max_epochs`` -> ``max_epochs``."""
@@ -89,10 +93,11 @@ def setting_value(value: Any, limit: int = 32) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def differing_settings(runs: list[Run]) -> dict[Path, str]:
+def differing_settings(runs: list[Run], shown: tuple[str, ...] = ()) -> dict[Path, str]:
     """For each run, the settings in which it differs from the other runs of its experiment
     (``arch=FPN seed_everything=2``): what a row of the same experiment name stands for.
-    Runs alone in their experiment get none (the experiment name says it all)."""
+    Runs alone in their experiment get none (the experiment name says it all); keys in
+    ``shown`` are left out (another column of the table already names them)."""
     groups: dict[str, list[Run]] = {}
     for run in runs:
         groups.setdefault(run.name, []).append(run)
@@ -103,7 +108,7 @@ def differing_settings(runs: list[Run]) -> dict[Path, str]:
         keys = sorted({key for run in group for key in run.config})
         varying = [
             key for key in keys
-            if not key.startswith(INCIDENTAL)
+            if not key.startswith(INCIDENTAL) and key not in shown
             and len({json.dumps(run.config.get(key), sort_keys=True) for run in group}) > 1
         ]  # fmt: skip
         names = [short_name(key) for key in varying]
@@ -163,7 +168,7 @@ def find_runs(targets: list[str], runs_dir: Path) -> list[Run]:
 def table(runs: list[Run]) -> str:
     """The comparison table of the source notebooks, as Markdown, with a "settings" column
     when runs of one experiment differ in their configuration (see :func:`differing_settings`)."""
-    settings = differing_settings(runs)
+    settings = differing_settings(runs, shown=IN_MODEL_COLUMN)
     header = ("dataset", "experiment", *(("settings",) if settings else ()), "model", "loss",
               "best val IoU", "val F1", "test IoU", "epochs", "params (M)", "wall time",
               "run")  # fmt: skip

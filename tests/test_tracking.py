@@ -246,12 +246,15 @@ def test_compare_names_the_settings_in_which_runs_of_one_experiment_differ(tmp_p
     run("lite2", "c", 1, "Unet")
     run("lite0", "d", 7, "Unet")  # alone in its experiment: nothing to tell apart
     settings = table_column(table(find_runs([], tmp_path)), "run", "settings")
+    # The architecture is in the model column (smp FPN ...), so it is not repeated here.
     assert settings == {
-        "a": "arch=FPN optimizer.lr=0.001 seed_everything=1",
-        "b": "arch=FPN optimizer.lr=0.002 seed_everything=2",
-        "c": "arch=Unet optimizer.lr=0.001 seed_everything=1",
+        "a": "optimizer.lr=0.001 seed_everything=1",
+        "b": "optimizer.lr=0.002 seed_everything=2",
+        "c": "optimizer.lr=0.001 seed_everything=1",
         "d": "-",
     }
+    models = table_column(table(find_runs([], tmp_path)), "run", "model")
+    assert models["a"] == "smp FPN resnet34" and models["c"] == "smp Unet resnet34"
     # Runs that are each alone in their experiment need no such column.
     assert "settings" not in table(find_runs(["lite0"], tmp_path)).splitlines()[0]
 
