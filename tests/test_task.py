@@ -143,3 +143,47 @@ def test_an_encoder_learning_rate_scale_needs_a_network_with_an_encoder(monkeypa
         SegmentationTask(model="left_half", encoder_lr_scale=0.1)
     with pytest.raises(ConfigurationError, match=r"encoder_lr_scale=0\.0: must be > 0"):
         SegmentationTask(model="unet", encoder_lr_scale=0.0)
+
+
+class PretrainedEncoderDecoder(nn.Module):
+    """A stand-in for a network whose encoder holds pretrained weights, batch norms in both."""
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.pretrained_encoder = nn.Sequential(nn.Conv2d(in_channels, 4, 3, padding=1),
+                                                nn.BatchNorm2d(4), nn.ReLU())  # fmt: skip
+        self.decoder = nn.Sequential(nn.BatchNorm2d(4), nn.Conv2d(4, num_classes, 1))
+
+    def forward(self, x):
+        return self.decoder(self.pretrained_encoder(x))
+
+
+def test_frozen_encoder_batch_norms_keep_their_statistics_through_fit_and_validation(
+    monkeypatch, tmp_path
+):
+    monkeypatch.setitem(MODELS, "pretrained", PretrainedEncoderDecoder)
+    task = SegmentationTask(model="pretrained", freeze_encoder_bn=True)
+    encoder_bn, decoder_bn = task.network.pretrained_encoder[1], task.network.decoder[0]
+    before = {name: t.clone() for name, t in encoder_bn.state_dict().items()}
+    decoder_mean = decoder_bn.running_mean.clone()
+    batches = [
+        {"image": torch.randn(2, 3, 8, 8) * 3 + 1, "mask": torch.randint(0, 2, (2, 8, 8))}
+        for _ in range(3)
+    ]
+    trainer = Trainer(max_epochs=2, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False,
+                      num_sanity_val_steps=1, default_root_dir=tmp_path)  # fmt: skip
+    loader = DataLoader(batches, batch_size=None)
+    trainer.fit(task, train_dataloaders=loader, val_dataloaders=loader)  # validation between
+    assert trainer.global_step == 6
+    after = encoder_bn.state_dict()
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        assert torch.equal(after[name], before[name]), name  # the pretrained statistics
+    assert not torch.equal(after["weight"], before["weight"])  # its scale still trains
+    assert not torch.equal(decoder_bn.running_mean, decoder_mean)  # the decoder's own update
+    assert task.training and not encoder_bn.training and decoder_bn.training
+
+
+def test_freezing_encoder_batch_norms_needs_a_pretrained_encoder():
+    with pytest.raises(ConfigurationError, match="freeze_encoder_bn needs a pretrained encoder"):
+        SegmentationTask(model="unet", freeze_encoder_bn=True)

@@ -83,6 +83,13 @@ class Ensemble(nn.Module):
         # Inputs reach every member: a multiple of every member's stride suits them all.
         self.stride = math.lcm(*(int(getattr(m, "stride", 1) or 1) for m in built))
 
+    @property
+    def pretrained_encoder(self) -> nn.Module | None:
+        """The members' pretrained encoders together (None when no member has one)."""
+        encoders = [getattr(m, "pretrained_encoder", None) for m in self.members]
+        found = [e for e in encoders if e is not None]
+        return nn.ModuleList(found) if found else None
+
     def forward(self, x: Tensor) -> Tensor | AuxiliaryOutput:
         outputs = [member(x) for member in self.members]
         if not self.training:

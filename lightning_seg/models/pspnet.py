@@ -180,9 +180,15 @@ class PSPNet(nn.Module):
         # The 3x3 convolutions of both heads are a quarter of their input (512 for ResNet-50).
         self.head = Head(self.pyramid_pooling.out_channels, max(channels // 4, 1), num_classes)
         self.aux_weight = aux_weight
+        self.pretrained = encoder is not None and encoder_weights is not None
         self.aux_head = (
             Head(aux_channels, max(aux_channels // 4, 1), num_classes) if aux_weight > 0 else None
         )
+
+    @property
+    def pretrained_encoder(self) -> nn.Module | None:
+        """The SMP / timm encoder when it holds pretrained weights."""
+        return self.backbone if self.pretrained else None
 
     def forward(self, x: Tensor) -> Tensor | AuxiliaryOutput:
         aux_features, features = self.backbone(x)

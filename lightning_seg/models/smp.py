@@ -229,8 +229,8 @@ class SMPModel(nn.Module):
         if weights_file is not None:
             load_encoder_weights(self.model.encoder, weights_file)
         self.stride = _input_multiple(self.model.encoder)
-        pretrained = encoder_weights is not None
-        self.input_normalization = encoder_normalization(encoder_name) if pretrained else None
+        self.pretrained = encoder_weights is not None
+        self.input_normalization = encoder_normalization(encoder_name) if self.pretrained else None
 
     def _build(
         self,
@@ -275,6 +275,11 @@ class SMPModel(nn.Module):
     def encoder(self) -> nn.Module:
         """The SMP encoder, e.g. to compare or freeze its weights."""
         return self.model.encoder
+
+    @property
+    def pretrained_encoder(self) -> nn.Module | None:
+        """The encoder when it holds pretrained weights (``encoder_weights`` not null)."""
+        return self.model.encoder if self.pretrained else None
 
     def forward(self, x: Tensor) -> Tensor:
         padded, size = pad_to_multiple(x, self.stride)

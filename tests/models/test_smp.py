@@ -300,3 +300,10 @@ def test_pretrained_timm_encoders_report_their_own_normalisation():
     # EfficientNet-Lite was trained on pixels scaled to [-1, 1], not on ImageNet statistics.
     assert encoder_normalization("tu-tf_efficientnet_lite0") == ((0.5,) * 3, (0.5,) * 3)
     assert encoder_normalization("resnet34") == IMAGENET_NORMALIZATION
+
+
+def test_the_pretrained_encoder_is_the_encoder_only_when_it_has_weights(tmp_path):
+    assert tiny().pretrained_encoder is None  # encoder_weights: null, nothing to keep frozen
+    torch.save(random_state(smp.encoders.get_encoder("resnet18", weights=None)), tmp_path / "e.pth")
+    model = tiny(encoder_weights=str(tmp_path / "e.pth"))
+    assert model.pretrained_encoder is model.encoder
