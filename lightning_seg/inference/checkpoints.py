@@ -134,7 +134,7 @@ def load_task(
     path = Path(ckpt_path)
     checkpoint = load_checkpoint(path)
     hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
-    for key in ("compile", "tune_threshold"):
+    for key in ("compile", "tune_threshold", "freeze_encoder_bn"):  # training-only settings
         if key in hparams:
             hparams[key] = False
     hparams["model_args"] = without_pretrained_weights(hparams.get("model_args") or {})
