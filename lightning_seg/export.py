@@ -404,7 +404,8 @@ def export_pt2(
     if dynamic_spatial:
         metadata["dynamic_spatial"] = f"true ({multiples(module.stride)})"
     result: dict[str, Any] = {
-        "dynamic_spatial": dynamic_spatial, "fixed_reason": reason, "size": list(size)
+        "dynamic_spatial": dynamic_spatial, "fixed_reason": reason, "size": list(size),
+        "stride": module.stride,
     }  # fmt: skip
     with _temporary(path) as tmp, _quiet_exporter():
         torch.export.save(
@@ -457,8 +458,7 @@ def export_command(argv: list[str]) -> int:
         fixed = result.get("size") or size or list(settings["preprocessing"].image_size)
         print(f"note: H x W fixed at {list(fixed)}, batch dynamic{why}")
     elif args.format == "pt2":
-        stride = int(getattr(task.network, "stride", 1) or 1)
-        print(f"note: batch, H and W dynamic: {multiples(stride)} (pad images up to one)")
+        print(f"note: batch, H and W dynamic: {multiples(result['stride'])} (pad images up to one)")
     if "max_abs_diff" in result:
         sizes = ", ".join(f"{h}x{w}" for h, w in result["sizes"])
         print(

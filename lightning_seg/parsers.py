@@ -95,7 +95,7 @@ def export_parser() -> argparse.ArgumentParser:
         prog="lightning-seg export",
         description="Export a checkpoint's network (eval mode, logits of the main head) to ONNX "
         "or TorchScript with dynamic batch and spatial sizes, or to a torch.export program "
-        "(.pt2, H x W fixed at the training size), with the input normalisation and class "
+        "(.pt2, H and W multiples of the network's stride), with the input normalisation and class "
         "names stored in the file. The file is checked against PyTorch before it is written "
         "(--no-check skips that).",
     )

@@ -215,6 +215,15 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     assert len(list((run_dir / "predictions").rglob("*.png"))) == 15
 
 
+def write_run(path: Path, config: dict, summary: dict) -> None:
+    """A fit run folder as ``compare`` reads it: ``config.yaml`` and ``summary.json``."""
+    import yaml
+
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
+    (path / "summary.json").write_text(json.dumps({"val/iou": 0.9, "loss": "bce"} | summary))
+
+
 def table_column(markdown: str, key: str, value: str) -> dict[str, str]:
     """Column ``value`` of a Markdown table, by the row's ``key`` cell."""
     rows = [[c.strip() for c in row.strip("|").split("|")] for row in markdown.splitlines()]
@@ -223,13 +232,10 @@ def table_column(markdown: str, key: str, value: str) -> dict[str, str]:
 
 
 def test_compare_names_the_settings_in_which_runs_of_one_experiment_differ(tmp_path):
-    import yaml
-
     from lightning_seg.runs import find_runs, table
 
     def run(experiment: str, folder: str, seed: int, arch: str, lr: float = 1e-3) -> None:
         path = tmp_path / experiment / folder
-        path.mkdir(parents=True)
         config = {
             "seed_everything": seed,
             "runs_dir": str(tmp_path / folder),  # where files went: not a setting that matters
@@ -237,15 +243,14 @@ def test_compare_names_the_settings_in_which_runs_of_one_experiment_differ(tmp_p
             "model": {"model_args": {"arch": arch},
                       "optimizer": {"class_path": "AdamW", "init_args": {"lr": lr}}},
         }  # fmt: skip
-        (path / "config.yaml").write_text(yaml.safe_dump(config))
-        summary = {"experiment": experiment, "val/iou": 0.9, "model": "smp", "loss": "bce"}
-        (path / "summary.json").write_text(json.dumps(summary))
+        write_run(path, config, {"experiment": experiment, "model": "smp"})
 
     run("lite2", "a", 1, "FPN")
     run("lite2", "b", 2, "FPN", lr=2e-3)
     run("lite2", "c", 1, "Unet")
     run("lite0", "d", 7, "Unet")  # alone in its experiment: nothing to tell apart
-    settings = table_column(table(find_runs([], tmp_path)), "run", "settings")
+    markdown = table(find_runs([], tmp_path))
+    settings = table_column(markdown, "run", "settings")
     # The architecture is in the model column (smp FPN ...), so it is not repeated here.
     assert settings == {
         "a": "optimizer.lr=0.001 seed_everything=1",
@@ -253,7 +258,7 @@ def test_compare_names_the_settings_in_which_runs_of_one_experiment_differ(tmp_p
         "c": "optimizer.lr=0.001 seed_everything=1",
         "d": "-",
     }
-    models = table_column(table(find_runs([], tmp_path)), "run", "model")
+    models = table_column(markdown, "run", "model")
     assert models["a"] == "smp FPN resnet34" and models["c"] == "smp Unet resnet34"
     # Runs that are each alone in their experiment need no such column.
     assert "settings" not in table(find_runs(["lite0"], tmp_path)).splitlines()[0]
@@ -297,17 +302,12 @@ def test_compare_plot_of_ten_runs_has_distinct_entries_and_marks_best_epochs(tmp
 
 
 def test_compare_model_column_names_the_architecture_and_encoder_not_just_smp(tmp_path):
-    import yaml
-
     from lightning_seg.runs import find_runs, table
 
     def run(folder: str, model: str, model_args: dict, summary_extra: dict) -> None:
-        path = tmp_path / folder / "run"
-        path.mkdir(parents=True)
         config = {"model": {"model": model, "model_args": model_args}}
-        (path / "config.yaml").write_text(yaml.safe_dump(config))
-        summary = {"experiment": folder, "val/iou": 0.9, "model": model, "loss": "bce"}
-        (path / "summary.json").write_text(json.dumps(summary | summary_extra))
+        write_run(tmp_path / folder / "run", config,
+                  {"experiment": folder, "model": model} | summary_extra)  # fmt: skip
 
     lite2 = {"arch": "FPN", "encoder_name": "tu-tf_efficientnet_lite2"}
     run("fpn", "smp", lite2, {})  # written before summaries named the network: from config.yaml
