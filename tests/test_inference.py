@@ -57,7 +57,7 @@ def digests(folder: Path) -> dict[str, str]:
 
 
 def leftovers(folder: Path) -> list[Path]:
-    return list(folder.rglob("*.tmp"))
+    return list(folder.rglob("*.tmp*"))
 
 
 # ----------------------------------------------------------------------------- settings

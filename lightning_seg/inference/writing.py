@@ -68,10 +68,12 @@ def write_png_atomic(array: np.ndarray, path: Path) -> None:
 def temporary_path(path: Path) -> Path:
     """A fresh hidden ``.tmp`` name beside ``path``: same file system, so ``os.replace`` is atomic.
 
-    Opened with ``"xb"`` (not ``tempfile.mkstemp``, whose files are private, mode 0600), so the
-    result gets the usual permissions of new files.
+    It ends with ``path``'s own suffix (``.model.pt2.<hex>.tmp.pt2``): writers that go by the
+    extension (``torch.export.save`` warns and its loader refuses anything but ``.pt2``) see the
+    real one. Opened with ``"xb"`` (not ``tempfile.mkstemp``, whose files are private, mode 0600),
+    so the result gets the usual permissions of new files.
     """
-    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp{path.suffix}")
 
 
 @dataclass
