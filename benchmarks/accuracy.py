@@ -39,7 +39,7 @@ PH2_EXPERIMENTS = (
     "segnet_bce", "segnet_dice", "segnet_focal", "segnet_wsr",
     "unet_bce", "unet_upsample_bce", "unet_convpool_bce", "unet_boundary",
     "smp_unet_effl0", "smp_unet_effl2", "smp_fpn_effl2", "smp_unet_resnext50",
-    "smp_unet_lite_ensemble", "smp_unet_effl2_trainval",
+    "smp_unet_lite_ensemble", "smp_unet_effl2_trainval", "smp_fpn_effl2_trainval",
 )  # fmt: skip
 
 #: Val IoU of the source notebooks (40 epochs, AdamW), beside which the table puts ours.

@@ -97,7 +97,9 @@ def differing_settings(runs: list[Run], shown: tuple[str, ...] = ()) -> dict[Pat
     """For each run, the settings in which it differs from the other runs of its experiment
     (``arch=FPN seed_everything=2``): what a row of the same experiment name stands for.
     Runs alone in their experiment get none (the experiment name says it all); keys in
-    ``shown`` are left out (another column of the table already names them)."""
+    ``shown`` are left out (another column of the table already names them). A key missing
+    from a run's config (an option added after the run) reads ``unset``, not ``null``: the run
+    never set it, which is not the same as setting it to nothing."""
     groups: dict[str, list[Run]] = {}
     for run in runs:
         groups.setdefault(run.name, []).append(run)
@@ -116,7 +118,7 @@ def differing_settings(runs: list[Run], shown: tuple[str, ...] = ()) -> dict[Pat
             names = varying
         for run in group:
             settings[run.folder] = " ".join(
-                f"{name}={setting_value(run.config.get(key))}"
+                f"{name}={setting_value(run.config[key]) if key in run.config else 'unset'}"
                 for name, key in zip(names, varying, strict=True)
             )
     return settings

@@ -234,28 +234,29 @@ def table_column(markdown: str, key: str, value: str) -> dict[str, str]:
 def test_compare_names_the_settings_in_which_runs_of_one_experiment_differ(tmp_path):
     from lightning_seg.runs import find_runs, table
 
-    def run(experiment: str, folder: str, seed: int, arch: str, lr: float = 1e-3) -> None:
+    def run(experiment: str, folder: str, seed: int, arch: str, lr: float = 1e-3, **model) -> None:
         path = tmp_path / experiment / folder
         config = {
             "seed_everything": seed,
             "runs_dir": str(tmp_path / folder),  # where files went: not a setting that matters
             "trainer": {"max_epochs": 24, "enable_progress_bar": seed == 1},
             "model": {"model_args": {"arch": arch},
-                      "optimizer": {"class_path": "AdamW", "init_args": {"lr": lr}}},
+                      "optimizer": {"class_path": "AdamW", "init_args": {"lr": lr}}, **model},
         }  # fmt: skip
         write_run(path, config, {"experiment": experiment, "model": "smp"})
 
-    run("lite2", "a", 1, "FPN")
-    run("lite2", "b", 2, "FPN", lr=2e-3)
-    run("lite2", "c", 1, "Unet")
+    run("lite2", "a", 1, "FPN")  # written before the option existed: no freeze_encoder_bn key
+    run("lite2", "b", 2, "FPN", lr=2e-3, freeze_encoder_bn=True)
+    run("lite2", "c", 1, "Unet", freeze_encoder_bn=None)
     run("lite0", "d", 7, "Unet")  # alone in its experiment: nothing to tell apart
     markdown = table(find_runs([], tmp_path))
     settings = table_column(markdown, "run", "settings")
-    # The architecture is in the model column (smp FPN ...), so it is not repeated here.
+    # The architecture is in the model column (smp FPN ...), so it is not repeated here; a
+    # key a run's config lacks reads "unset", one set to nothing "null".
     assert settings == {
-        "a": "optimizer.lr=0.001 seed_everything=1",
-        "b": "optimizer.lr=0.002 seed_everything=2",
-        "c": "optimizer.lr=0.001 seed_everything=1",
+        "a": "freeze_encoder_bn=unset optimizer.lr=0.001 seed_everything=1",
+        "b": "freeze_encoder_bn=true optimizer.lr=0.002 seed_everything=2",
+        "c": "freeze_encoder_bn=null optimizer.lr=0.001 seed_everything=1",
         "d": "-",
     }
     models = table_column(markdown, "run", "model")
