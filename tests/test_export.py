@@ -5,6 +5,7 @@ written only once checked."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from lightning_seg.export import (
     fixed_size_reason,
     onnx_runner,
 )
+from lightning_seg.export_checks import TOLERANCE
 from lightning_seg.inference import load_task
 from lightning_seg.models import build_model
 from lightning_seg.preprocessing import Preprocessing
@@ -64,15 +66,35 @@ def torch_logits(network: nn.Module, images: torch.Tensor) -> np.ndarray:
         return network(images).numpy()
 
 
+def seeded(name: str, **options) -> Callable[[], nn.Module]:
+    """A builder of the same weights whichever tests ran before: initialisation draws from the
+    global generator, so without a seed a test's network depended on the test order."""
+
+    def build() -> nn.Module:
+        torch.manual_seed(0)
+        return build_model(name, 3, 2, **options)
+
+    return build
+
+
 NETWORKS = {
-    "unet": lambda: build_model("unet", 3, 2, depth=2, base_channels=4),
-    "segnet": lambda: build_model("segnet", 3, 2, base_channels=4),
-    "pspnet": lambda: build_model("pspnet", 3, 2, base_channels=4, layers=(1, 1, 1, 1)),
+    "unet": seeded("unet", depth=2, base_channels=4),
+    "segnet": seeded("segnet", base_channels=4),
+    "pspnet": seeded("pspnet", base_channels=4, layers=(1, 1, 1, 1)),
 }
 
 
+def assert_matches(got: np.ndarray, expected: np.ndarray, where: object) -> None:
+    """Exported and PyTorch logits agree within export's own tolerance: 1e-4 of the logits'
+    scale (float32 convolutions in another order differ by about 1e-5 of it; an absolute 1e-4
+    failed now and then on logits of magnitude 5-8)."""
+    difference = float(np.abs(got - expected).max())
+    bound = TOLERANCE * max(1.0, float(np.abs(expected).max()))
+    assert difference <= bound, (where, difference, bound)
+
+
 def assert_onnx_parity(path: Path, network: nn.Module, sizes: tuple[tuple[int, int], ...]) -> None:
-    """ONNX Runtime and PyTorch agree within 1e-4 at every batch size and spatial size."""
+    """ONNX Runtime and PyTorch agree at every batch size and spatial size."""
     run = onnx_runner(path)
     generator = torch.Generator().manual_seed(1)
     channels = network(torch.zeros(1, 3, 32, 32)).shape[1]
@@ -82,7 +104,7 @@ def assert_onnx_parity(path: Path, network: nn.Module, sizes: tuple[tuple[int, i
             expected = torch_logits(network, images)
             got = run(images.numpy())
             assert got.shape == expected.shape == (batch, channels, *size)
-            assert np.abs(got - expected).max() < 1e-4, (size, batch)
+            assert_matches(got, expected, (size, batch))
 
 
 def test_segnet_onnx_matches_pytorch_at_dynamic_batch_and_size(tmp_path: Path) -> None:
@@ -136,7 +158,7 @@ def test_torchscript_matches_pytorch(name: str, tmp_path: Path) -> None:
             images = torch.randn(batch, 3, *size, generator=generator)
             with torch.inference_mode():
                 got = loaded(images).numpy()
-            assert np.abs(got - torch_logits(network, images)).max() < 1e-4, (name, size, batch)
+            assert_matches(got, torch_logits(network, images), (name, size, batch))
 
 
 def test_torchscript_refuses_a_network_it_cannot_keep_dynamic(tmp_path: Path) -> None:
@@ -174,7 +196,7 @@ def test_pt2_program_matches_pytorch_at_any_batch_and_stride_multiple_with_its_m
         with torch.inference_mode():
             got = program(images).numpy()
         assert got.shape == (batch, 2, height, width)
-        assert np.abs(got - torch_logits(network, images)).max() < 1e-4, (name, batch, height)
+        assert_matches(got, torch_logits(network, images), (name, batch, height))
 
 
 def test_pt2_fixed_size_keeps_the_training_size_and_says_why(tmp_path: Path) -> None:
