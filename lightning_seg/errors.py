@@ -9,6 +9,16 @@ from __future__ import annotations
 import os
 
 
+def first_line(error: BaseException, limit: int | None = None, empty: str | None = None) -> str:
+    """The first line of ``error``'s message, cut to ``limit`` characters: what a one-line
+    report quotes from an exception raised deep inside a library. An empty message gives
+    ``empty``, by default the exception's type name."""
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__ if empty is None else empty
+    return text.splitlines()[0][:limit]
+
+
 class ConfigurationError(ValueError):
     """A configuration value is wrong: an unknown name, a bad combination of options."""
 

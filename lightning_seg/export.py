@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_seg.choices import DEFAULT_OPSET
-from lightning_seg.errors import ConfigurationError
+from lightning_seg.errors import ConfigurationError, first_line
 from lightning_seg.export_checks import check_sizes, onnx_runner, parity, passes, torch_runner
 from lightning_seg.inference import load_task, temporary_path
 from lightning_seg.parsers import export_parser
@@ -295,7 +295,7 @@ def export_torchscript(
                 else:
                     compiled = torch.jit.script(module)
         except Exception as error:  # the exporters raise anything from deep inside
-            failures.append(f"{method}: {str(error).strip().splitlines()[0][:200]}")
+            failures.append(f"{method}: {first_line(error, 200)}")
             continue
         difference, scale = parity(torch_runner(compiled), network, channels, sizes)
         if passes(difference, scale):
@@ -320,8 +320,6 @@ def export_torchscript(
 
 
 # ----------------------------------------------------------------------------- torch.export
-#: Why a ``.pt2`` program fixes H x W: the program checks its shape guards on every call, and the
-#: in-graph padding leaves guards that hold only for sizes padded like the example's.
 def multiples(stride: int) -> str:
     """The sides a dynamic ``.pt2`` program takes, in words."""
     return f"H and W multiples of {stride}, from {2 * stride}"
@@ -390,14 +388,14 @@ def export_pt2(
             size = traced
         except Exception as error:  # fixed at the example's size instead, saying why
             program = None
-            reason = "torch.export could not keep H and W free: " + _first_line(error, 120)
+            reason = "torch.export could not keep H and W free: " + first_line(error, 120)
             dynamic_spatial = False
     if program is None:
         try:
             program = _pt2_program(module, torch.randn(2, channels, *size), False)
         except Exception as error:  # the exporter raises anything from deep inside
             raise ConfigurationError(
-                f"torch.export cannot export this network ({_first_line(error, 200)}); "
+                f"torch.export cannot export this network ({first_line(error, 200)}); "
                 "use --format onnx"
             ) from None
     metadata = export_metadata(settings, dynamic_spatial, module.stride)
@@ -416,11 +414,6 @@ def export_pt2(
             sizes = [size, other_size(size, module.stride)] if dynamic_spatial else [size]
             result.update(_checked("pt2", torch_runner(loaded), network, channels, sizes))
     return result
-
-
-def _first_line(error: Exception, limit: int) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:limit] if text else repr(error)
 
 
 # ----------------------------------------------------------------------------- command

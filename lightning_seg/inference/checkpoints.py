@@ -14,7 +14,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations' import
 
 import torch
 
-from lightning_seg.errors import ConfigurationError
+from lightning_seg.errors import ConfigurationError, first_line
 from lightning_seg.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
@@ -42,8 +42,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             "containers are loaded)"
         ) from None
     except Exception as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigurationError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
+        raise ConfigurationError(
+            f"{path}: not a readable PyTorch checkpoint ({first_line(error)})"
+        ) from None
     if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= set(
         checkpoint
     ):
@@ -147,8 +148,9 @@ def load_task(
     try:
         task.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:
-        first = str(error).strip().splitlines()[0]
-        raise ConfigurationError(f"{path}: weights do not fit the model ({first})") from None
+        raise ConfigurationError(
+            f"{path}: weights do not fit the model ({first_line(error)})"
+        ) from None
     task.eval().to(device)
     return task, inference_settings(checkpoint, path)
 

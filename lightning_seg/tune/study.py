@@ -31,7 +31,7 @@ import optuna
 from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
-from lightning_seg.errors import ConfigurationError
+from lightning_seg.errors import ConfigurationError, first_line
 from lightning_seg.tune.space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,9 @@ def open_storage(url: str, attempts: int = 5) -> optuna.storages.BaseStorage:
             text = str(error).strip()
             racing = any(m in text for m in ("already exists", "UNIQUE constraint"))
             if not racing or attempt == attempts:
-                first = text.splitlines()[0] if text else type(error).__name__
-                raise ConfigurationError(f"cannot open study storage {url}: {first}") from None
+                raise ConfigurationError(
+                    f"cannot open study storage {url}: {first_line(error)}"
+                ) from None
             time.sleep(0.5 * attempt)
     raise ValueError("attempts must be at least 1")
 
@@ -159,8 +160,7 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, base: list[str], study: s
         trial.set_user_attr("error", f"the command line was refused (exit status {error.code})")
         raise RuntimeError(f"trial {trial.number}: the command line was refused") from None
     except BaseException as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        trial.set_user_attr("error", f"{type(error).__name__}: {first}"[:500])
+        trial.set_user_attr("error", f"{type(error).__name__}: {first_line(error, empty='')}"[:500])
         raise
     finally:
         finish_wandb()
