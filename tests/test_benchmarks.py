@@ -85,3 +85,52 @@ def test_accuracy_table_keeps_each_rows_machine_when_a_subset_reruns_elsewhere(t
     assert lines["| `segnet_bce`"].endswith("machine [1] |")
     assert lines["| `unet_bce`"].endswith("machine [2] |")
     assert json.loads((tmp_path / "accuracy.json").read_text())["machines"] == [slow, fast]
+
+
+def binary_folder(root: Path, count: int) -> Path:
+    """``count`` small RGB images with a bright square and its binary mask."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(count):
+        mask = np.zeros((24, 24), np.uint8)
+        y, x = rng.integers(2, 12, 2)
+        mask[y : y + 10, x : x + 10] = 255
+        image = rng.integers(0, 80, (24, 24, 3)).astype(np.uint8) + (mask[..., None] // 2)
+        Image.fromarray(image).save(root / "images" / f"case{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"case{i}.png")
+    return root
+
+
+def test_crossval_benchmark_tests_every_image_once_over_the_folds(tmp_path):
+    data = binary_folder(tmp_path / "data", 8)
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "tiny.yaml").write_text(
+        "seed_everything: 1\n"
+        "trainer: {max_epochs: 1, limit_train_batches: 1}\n"
+        "model: {model: unet, model_args: {depth: 2, base_channels: 4}, loss: bce}\n"
+        "tracking: {num_images: 0}\n"
+        "data:\n  class_path: lightning_seg.data.FolderDataModule\n"
+        f"  init_args: {{root: {data}, image_size: 16, batch_size: 2, num_workers: 0,\n"
+        "    split_fractions: [0.25, 0.25, 0.5]}\n"  # 4 test images: folds 0 and 1
+    )
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline",
+           "LIGHTNING_SEG_EXPERIMENTS": str(tmp_path / "experiments")}  # fmt: skip
+    command = [sys.executable, "benchmarks/crossval.py", "--experiments", "tiny",
+               "--folds", "0", "1", "--output", str(tmp_path / "out"),
+               "--runs_dir", str(tmp_path / "runs")]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    entry = json.loads((tmp_path / "out" / "crossval.json").read_text())["experiments"]["tiny"]
+    tested = [image["name"] for fold in entry["folds"].values() for image in fold["images"]]
+    assert sorted(tested) == [f"images/case{i}.png" for i in range(8)]
+    pooled = entry["pooled"]
+    assert pooled["images"] == 8 and pooled["folds"] == 2
+    low, high = pooled["test_iou_ci"]
+    assert low <= pooled["test_iou"] <= high
+    assert "| `tiny` | 2 (8 images) |" in (tmp_path / "out" / "crossval.md").read_text()
+    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "0 fit(s) to run" in again.stdout  # resumes: nothing left

@@ -76,4 +76,6 @@ class CarvanaDataModule(FileDataModule):
         return pairs
 
     def split(self, pairs: list[Pair]) -> dict[str, list[Pair]]:
-        return grouped_split(pairs, [p.label for p in pairs], self.split_fractions, self.seed)
+        return grouped_split(
+            pairs, [p.label for p in pairs], self.split_fractions, self.seed, self.fold
+        )

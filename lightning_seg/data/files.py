@@ -23,6 +23,7 @@ from lightning_seg.data.datasets import ArrayDataset, FileDataset
 from lightning_seg.data.io import DataError, image_size
 from lightning_seg.data.masks import MaskDecoder, MaskReport
 from lightning_seg.data.pairs import Pair, pair_files
+from lightning_seg.data.splits import FoldError
 from lightning_seg.data.transforms import DEFAULT_TRAIN, TransformSpec, build_transform
 from lightning_seg.errors import ConfigurationError
 from lightning_seg.preprocessing import Interpolation, Preprocessing, default_normalization
@@ -67,6 +68,8 @@ class FileDataModule(SegmentationDataModule):
         skip_invalid: skip unreadable or inconsistent pairs with a warning listing them,
             instead of stopping at the first with an error.
         seed: seed of the split (independent of the training seed).
+        fold: which fold of k-fold cross-validation to train and test (0 is the plain split;
+            k = 1 / test fraction, 4 by default): folds 0 .. k-1 test every image once.
         mean, std: per-channel normalisation of pixels in [0, 1]; None: the dataset's default
             (ImageNet's for RGB), or what a pretrained encoder was trained with (timm's
             pretrained config, e.g. 0.5 / 0.5 for EfficientNet-Lite).
@@ -93,6 +96,7 @@ class FileDataModule(SegmentationDataModule):
         cache: bool = True,
         skip_invalid: bool = False,
         seed: int = 0,
+        fold: int = 0,
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
         weight_map: dict[str, float] | None = None,
@@ -127,7 +131,7 @@ class FileDataModule(SegmentationDataModule):
             self.check_batchable(split, spec)
         self.cache = cache
         self.skip_invalid = skip_invalid
-        self.seed = seed
+        self.seed, self.fold = seed, fold
         self._splits: dict[str, list[Pair]] | None = None
         self.skipped: list[str] = []
 
@@ -216,7 +220,15 @@ class FileDataModule(SegmentationDataModule):
         if self._splits is None:
             self.check_root()
             found = self.find_pairs()
-            splits = found if isinstance(found, dict) else self.split(sorted(found))
+            if isinstance(found, dict) and self.fold:
+                raise ConfigurationError(
+                    f"data.fold: {self.name} comes split into train / val / test folders under "
+                    f"{self.root}, so it has no folds; use fold 0"
+                )
+            try:
+                splits = found if isinstance(found, dict) else self.split(sorted(found))
+            except FoldError as error:
+                raise ConfigurationError(f"data.fold: {self.name}: {error}") from None
             empty = [name for name in ("train", "val", "test") if not splits.get(name)]
             if empty:
                 raise ConfigurationError(
@@ -362,4 +374,5 @@ class FileDataModule(SegmentationDataModule):
             "root": str(self.root),
             "pairs": {name: len(pairs) for name, pairs in splits.items()},
             "train_splits": list(self.train_splits),
+            "fold": self.fold,
         }

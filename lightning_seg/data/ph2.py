@@ -126,4 +126,6 @@ class PH2DataModule(FileDataModule):
         return pairs
 
     def split(self, pairs: list[Pair]) -> dict[str, list[Pair]]:
-        return stratified_split(pairs, [p.label for p in pairs], self.split_fractions, self.seed)
+        return stratified_split(
+            pairs, [p.label for p in pairs], self.split_fractions, self.seed, self.fold
+        )

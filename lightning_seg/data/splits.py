@@ -2,6 +2,11 @@
 
 Items are sorted before shuffling, so the split depends on the data and the seed only, never on
 the order in which a file system lists the files.
+
+``fold`` turns one split into k-fold cross-validation: the shuffled sequence is rotated by
+``fold`` test-sized blocks before it is cut, so folds 0 .. k-1 (k = items // test size, 4 for
+a 25 % test split) test every item exactly once, each fold validating on the block that the
+fold before it tests. Fold 0 is the plain split, so a fold-0 number is every earlier number.
 """
 
 from __future__ import annotations
@@ -25,19 +30,53 @@ def _sizes(count: int, fractions: Sequence[float]) -> list[int]:
     return sizes.tolist()
 
 
-def random_split(items: Sequence[T], fractions: Sequence[float], seed: int) -> dict[str, list[T]]:
-    order = sorted(range(len(items)), key=lambda i: str(items[i]))
-    rng = np.random.default_rng(seed)
-    order = [order[i] for i in rng.permutation(len(order))]
+class FoldError(ValueError):
+    """A fold outside the folds that the items and the test fraction allow."""
+
+
+def _test_size(sizes: Sequence[int]) -> int:
+    return sizes[2] if len(sizes) > 2 else 0
+
+
+def fold_count(count: int, fractions: Sequence[float]) -> int:
+    """How many disjoint test blocks ``count`` items hold (the k of k-fold cross-validation)."""
+    test = _test_size(_sizes(count, fractions))
+    return count // test if test else 1
+
+
+def _cut(ordered: list[T], fractions: Sequence[float], fold: int) -> dict[str, list[T]]:
+    """Cut the shuffled sequence into train / val / test after rotating it left by ``fold``
+    test-sized blocks."""
+    folds = fold_count(len(ordered), fractions)
+    if not 0 <= fold < folds:
+        raise FoldError(
+            f"fold {fold} does not exist: {len(ordered)} items split {tuple(fractions)} give "
+            f"folds 0-{folds - 1}"
+        )
+    sizes = _sizes(len(ordered), fractions)
+    shift = fold * _test_size(sizes)
+    ordered = ordered[shift:] + ordered[:shift]
     out, start = {}, 0
-    for name, size in zip(SPLITS, _sizes(len(items), fractions), strict=False):
-        out[name] = sorted((items[i] for i in order[start : start + size]), key=str)
+    for name, size in zip(SPLITS, sizes, strict=False):
+        out[name] = sorted(ordered[start : start + size], key=str)
         start += size
     return out
 
 
+def random_split(
+    items: Sequence[T], fractions: Sequence[float], seed: int, fold: int = 0
+) -> dict[str, list[T]]:
+    order = sorted(range(len(items)), key=lambda i: str(items[i]))
+    rng = np.random.default_rng(seed)
+    return _cut([items[order[i]] for i in rng.permutation(len(order))], fractions, fold)
+
+
 def stratified_split(
-    items: Sequence[T], labels: Sequence[Hashable], fractions: Sequence[float], seed: int
+    items: Sequence[T],
+    labels: Sequence[Hashable],
+    fractions: Sequence[float],
+    seed: int,
+    fold: int = 0,
 ) -> dict[str, list[T]]:
     """Every split gets each label in proportion, and the split sizes follow ``fractions``.
 
@@ -56,21 +95,22 @@ def stratified_split(
         for rank, i in enumerate(rng.permutation(len(group))):
             keyed.append(((rank + offset) / len(group), str(group[i]), group[i]))
     ordered = [item for _, _, item in sorted(keyed, key=lambda k: (k[0], k[1]))]
-    out, start = {}, 0
-    for name, size in zip(SPLITS, _sizes(len(ordered), fractions), strict=False):
-        out[name] = sorted(ordered[start : start + size], key=str)
-        start += size
-    return out
+    return _cut(ordered, fractions, fold)
 
 
 def grouped_split(
-    items: Sequence[T], groups: Sequence[Hashable], fractions: Sequence[float], seed: int
+    items: Sequence[T],
+    groups: Sequence[Hashable],
+    fractions: Sequence[float],
+    seed: int,
+    fold: int = 0,
 ) -> dict[str, list[T]]:
-    """Whole groups go to one split (e.g. the 16 views of one car), so none straddles two."""
+    """Whole groups go to one split (e.g. the 16 views of one car), so none straddles two; folds
+    count groups."""
     members: dict[Hashable, list[T]] = defaultdict(list)
     for item, group in zip(items, groups, strict=True):
         members[group].append(item)
-    parts = random_split(sorted(members, key=str), fractions, seed)
+    parts = random_split(sorted(members, key=str), fractions, seed, fold)
     return {
         name: sorted((item for group in part for item in members[group]), key=str)
         for name, part in parts.items()

@@ -222,3 +222,17 @@ def test_empty_folder_is_a_clear_error(tmp_path):
 def test_missing_root_says_where_it_looked(tmp_path):
     with pytest.raises(ConfigurationError, match="LIGHTNING_SEG_DATA"):
         folder_dm(tmp_path / "nowhere").prepare_data()
+
+
+def test_folds_cross_validate_a_folder_and_a_missing_fold_is_a_configuration_error(tmp_path):
+    root = make_folder(tmp_path / "d", n=12)
+    quarters = {"split_fractions": (0.5, 0.25, 0.25)}
+    tested = [
+        pair.image.name
+        for fold in range(4)
+        for pair in folder_dm(root, fold=fold, **quarters).splits()["test"]
+    ]
+    assert sorted(tested) == [f"case{i:02d}.jpg" for i in range(12)]
+    assert folder_dm(root, fold=2, **quarters).describe()["fold"] == 2
+    with pytest.raises(ConfigurationError, match=r"data\.fold: .*fold 4 does not exist.*folds 0-3"):
+        folder_dm(root, fold=4, **quarters).splits()

@@ -91,3 +91,14 @@ def test_isbi_membranes_as_a_grey_folder(real_data):
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape[1:] == (1, 128, 128)
     assert 0.5 < batch["mask"].float().mean() < 0.95  # cell interior dominates membranes
+
+
+def test_ph2_folds_test_each_image_once_in_its_diagnosis_mix(real_data):
+    folds = [PH2DataModule(root=str(real_data / "ph2"), fold=k).splits() for k in range(4)]
+    assert folds[0] == PH2DataModule(root=str(real_data / "ph2")).splits()
+    tested = [pair.image.name for splits in folds for pair in splits["test"]]
+    assert len(tested) == len(set(tested)) == 160
+    total = Counter(pair.label for part in folds[0].values() for pair in part)
+    for splits in folds:
+        mix = Counter(pair.label for pair in splits["test"])
+        assert all(abs(mix[label] - count / 4) <= 1 for label, count in total.items())

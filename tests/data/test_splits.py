@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 from collections import Counter
+from itertools import pairwise
 
-from lightning_seg.data.splits import grouped_split, random_split, stratified_split
+import pytest
+
+from lightning_seg.data.splits import (
+    FoldError,
+    fold_count,
+    grouped_split,
+    random_split,
+    stratified_split,
+)
 
 
 def test_random_split_is_deterministic_complete_and_proportional():
@@ -34,3 +43,48 @@ def test_grouped_split_never_puts_a_group_in_two_splits():
     assert not cars["train"] & cars["val"] and not cars["train"] & cars["test"]
     assert not cars["val"] & cars["test"]
     assert [len(cars[s]) for s in ("train", "val", "test")] == [14, 3, 3]
+
+
+@pytest.mark.parametrize("count", [200, 160, 13])
+def test_folds_test_every_item_exactly_once_and_fold_zero_is_the_plain_split(count):
+    items = [f"img{i:03d}" for i in range(count)]
+    labels = [str(i % 3) for i in range(count)]
+    folds = fold_count(count, (0.5, 0.25, 0.25))
+    assert folds == count // round(count / 4)
+    splits = [stratified_split(items, labels, (0.5, 0.25, 0.25), 7, fold) for fold in range(folds)]
+    assert splits[0] == stratified_split(items, labels, (0.5, 0.25, 0.25), 7)
+    tested = [item for split in splits for item in split["test"]]
+    assert len(tested) == len(set(tested)) == folds * len(splits[0]["test"])
+    for split in splits:  # each fold is a whole split of disjoint parts
+        assert sorted(i for part in split.values() for i in part) == items
+    for before, after in pairwise(splits):  # val is the last fold's test
+        assert after["val"] == before["test"]
+
+
+def test_folds_keep_the_label_mix_in_every_test_split():
+    items = [f"img{i:03d}" for i in range(160)]
+    labels = ["0"] * 64 + ["1"] * 64 + ["2"] * 32
+    label_of = dict(zip(items, labels, strict=True))
+    for fold in range(4):
+        test = stratified_split(items, labels, (0.5, 0.25, 0.25), 0, fold)["test"]
+        mix = Counter(label_of[i] for i in test)
+        assert all(abs(mix[label] - n / 4) <= 1 for label, n in Counter(labels).items())
+
+
+def test_random_and_grouped_splits_have_folds_too():
+    items = [f"car{c:02d}_{v:02d}" for c in range(20) for v in range(1, 5)]
+    groups = [i.split("_")[0] for i in items]
+    folds = [grouped_split(items, groups, (0.5, 0.25, 0.25), 1, fold) for fold in range(4)]
+    tested = [item for split in folds for item in split["test"]]
+    assert sorted(tested) == items
+    plain = [f"img{i}" for i in range(8)]
+    assert (
+        random_split(plain, (0.5, 0.25, 0.25), 0, 1)["test"]
+        != random_split(plain, (0.5, 0.25, 0.25), 0)["test"]
+    )
+
+
+@pytest.mark.parametrize("fold", [-1, 4])
+def test_a_fold_that_does_not_exist_names_the_folds_there_are(fold):
+    with pytest.raises(FoldError, match=r"fold -?\d does not exist: 20 items .* give folds 0-3"):
+        random_split(list(range(20)), (0.5, 0.25, 0.25), 0, fold)

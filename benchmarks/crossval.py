@@ -1,0 +1,185 @@
+"""Cross-validated test IoU of PH2 recipes: one fit per fold, each tested on its own quarter.
+
+    make bench-crossval EXP=smp_unet_effl2          # folds 0-3: four fits, every image tested once
+    .venv/bin/python benchmarks/crossval.py --experiments smp_unet_effl2 --folds 1 2
+
+Why: the test split is 40 images, so one recipe's test IoU moves by about +-0.03 with the draw
+of images (its 95 % bootstrap interval), too coarse to rank recipes a hundredth apart or to say
+whether one reaches a bar such as 0.92. With ``data.init_args.fold`` (k = 4 folds for the 25 %
+test split) each fold trains the shipped recipe on another half, chooses its epoch and
+threshold on another quarter and tests on a third, so every one of the 160 images is a test
+image exactly once. The pooled IoU over all of them (summed intersections over summed unions,
+as ``test`` scores one split) has an interval about half as wide. Fold 0 is the fixed split of
+``make bench-accuracy``.
+
+Nothing is chosen here: each fold runs the recipe as shipped, and the figure estimates how well
+it does on images it never saw. Each fit and test runs through the command line as a user
+would (``benchmarks/accuracy.py``'s ``run_experiment``); folds are written to
+``benchmarks/results/crossval.json`` and ``.md`` as they finish, so a stopped run resumes
+(``--fresh`` starts over). It asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from accuracy import PH2_EXPERIMENTS, RESULTS, ROOT, run_experiment, test_result
+from common import machine  # benchmarks/: scripts run from their folder
+
+from lightning_seg.evaluations import counts_of, worst_images
+from lightning_seg.intervals import dataset_iou, iou_interval
+
+#: PH2's 25 % test split cuts 160 images into 4 disjoint test quarters.
+FOLDS = (0, 1, 2, 3)
+
+
+def run_fold(name: str, fold: int, runs_dir: Path, extra: list[str], logs: Path) -> dict[str, Any]:
+    """Fit and test ``name`` on ``fold``; the fold's scores and its per-image counts."""
+    args = [f"--data.init_args.fold={fold}", *extra]
+    row = run_experiment(name, runs_dir / f"fold{fold}", args, logs / f"fold{fold}")
+    test = test_result(runs_dir / f"fold{fold}", name, row["best_checkpoint"])
+    if test.get("held_out") is False:  # the fold flag must reach test as it reached fit
+        raise RuntimeError(f"{name} fold {fold}: the test images were training images")
+    keep = ("val_iou", "test_iou", "test_iou_ci", "threshold", "epochs", "wall_time_s",
+            "precision", "run_dir", "best_checkpoint", "note")  # fmt: skip
+    images = [{k: r[k] for k in ("name", "iou", "intersection", "union")} for r in test["images"]]
+    return {"fold": fold, **{k: row.get(k) for k in keep}, "images": images}
+
+
+def pooled(folds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One estimate from the folds: the IoU over every tested image with its bootstrap
+    interval, the folds' own IoUs (mean and standard deviation), and the worst images."""
+    records = [record for fold in folds for record in fold["images"]]
+    inter, union = counts_of(records)
+    low, high = iou_interval(inter, union)
+    scores = [fold["test_iou"] for fold in folds]
+    return {
+        "folds": len(folds),
+        "images": len(records),
+        "test_iou": round(float(dataset_iou(inter, union)), 6),
+        "test_iou_ci": [round(low, 6), round(high, 6)],
+        "fold_test_iou": scores,
+        "fold_mean": statistics.fmean(scores),
+        "fold_sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+        "test_iou_per_image": statistics.fmean(r["iou"] for r in records),
+        "worst_images": worst_images(records, 3),
+        "val_iou_mean": statistics.fmean(fold["val_iou"] for fold in folds),
+        "wall_time_s_median": statistics.median(fold["wall_time_s"] for fold in folds),
+        "precision": "/".join(sorted({str(fold["precision"]) for fold in folds})),
+    }
+
+
+def todo(names: list[str], folds: list[int], table: dict[str, Any]) -> list[tuple[str, int]]:
+    """The (experiment, fold) fits not yet in the table, in order: a rerun resumes."""
+    done = table.get("experiments", {})
+    return [
+        (name, fold)
+        for name in names
+        for fold in folds
+        if str(fold) not in done.get(name, {}).get("folds", {})
+    ]
+
+
+def markdown(table: dict[str, Any]) -> str:
+    lines = [
+        "PH2, k-fold cross-validation (data.init_args.fold 0-3: each fold trains on half of the "
+        "160 images, chooses epoch and threshold on a quarter, tests on the other quarter; "
+        "every image is tested once); each experiment's shipped recipe; "
+        + "; ".join(table.get("machines", []))
+        + ".",
+        "",
+        "| experiment | folds | test IoU, all images | 95 % CI | test IoU per fold | fold mean "
+        "+- sd | per image | worst images | val IoU (mean) | wall time per fit (median) "
+        "| precision |",
+        "|---|---:|---:|---:|---|---:|---:|---|---:|---:|---|",
+    ]
+    for name, entry in table.get("experiments", {}).items():
+        folds = [entry["folds"][k] for k in sorted(entry["folds"], key=int)]
+        if not folds:
+            continue
+        p = pooled(folds)
+        per_fold = ", ".join(f"{f['fold']}: {f['test_iou']:.4f}" for f in folds)
+        lines.append(
+            f"| `{name}` | {p['folds']} ({p['images']} images) | {p['test_iou']:.4f} | "
+            f"{p['test_iou_ci'][0]:.3f}-{p['test_iou_ci'][1]:.3f} | {per_fold} | "
+            f"{p['fold_mean']:.4f} +- {p['fold_sd']:.4f} | {p['test_iou_per_image']:.4f} | "
+            f"{p['worst_images']} | {p['val_iou_mean']:.4f} | "
+            f"{p['wall_time_s_median'] / 60:.1f} min | {p['precision']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def save(table: dict[str, Any], output: Path) -> None:
+    for entry in table.get("experiments", {}).values():
+        folds = [entry["folds"][k] for k in sorted(entry["folds"], key=int)]
+        entry["pooled"] = pooled(folds) if folds else None
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "crossval.json").write_text(json.dumps(table, indent=1) + "\n")
+    (output / "crossval.md").write_text(markdown(table))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--experiments",
+        nargs="*",
+        default=None,
+        help="experiments to cross-validate (default: every PH2 experiment)",
+    )
+    parser.add_argument(
+        "--folds",
+        nargs="*",
+        type=int,
+        default=list(FOLDS),
+        help="folds to run (default 0-3, PH2's four test quarters)",
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--runs_dir", type=Path, default=ROOT / "runs" / "bench-crossval")
+    parser.add_argument("--fresh", action="store_true", help="ignore folds already measured")
+    parser.add_argument("--args", default="", help="extra flags for every fit and test")
+    opts = parser.parse_args()  # fmt: skip
+    names = [n for chunk in opts.experiments or PH2_EXPERIMENTS for n in chunk.split()]
+    path = opts.output / "crossval.json"
+    table = {} if opts.fresh or not path.is_file() else json.loads(path.read_text())
+    fits = todo(names, opts.folds, table)
+    print(f"bench-crossval: {len(fits)} fit(s) to run, folds {opts.folds} of {', '.join(names)}",
+          flush=True)  # fmt: skip
+    here, failed = machine(), 0
+    for i, (name, fold) in enumerate(fits, 1):
+        print(f"[{i}/{len(fits)}] {name} fold {fold}: fit + test ...", flush=True)
+        try:
+            result = run_fold(name, fold, opts.runs_dir.resolve(), opts.args.split(),
+                              opts.runs_dir / "logs")  # fmt: skip
+        except RuntimeError as error:  # one broken fold must not cost the others
+            print(f"[{i}/{len(fits)}] {name} fold {fold}: FAILED: {error}", flush=True)
+            failed += 1
+            continue
+        result["machine"] = here
+        table.setdefault("machines", [])
+        if here not in table["machines"]:
+            table["machines"].append(here)
+        table.setdefault("experiments", {}).setdefault(name, {"folds": {}})
+        table["experiments"][name]["folds"][str(fold)] = result
+        save(table, opts.output)
+        print(f"[{i}/{len(fits)}] {name} fold {fold}: val IoU {result['val_iou']:.4f}, "
+              f"test IoU {result['test_iou']:.4f}, {result['wall_time_s'] / 60:.1f} min",
+              flush=True)  # fmt: skip
+    for name in names:
+        entry = table.get("experiments", {}).get(name)
+        if entry and entry.get("pooled"):
+            p = entry["pooled"]
+            print(f"{name}: test IoU over {p['images']} images of {p['folds']} fold(s) "
+                  f"{p['test_iou']:.4f} (95 % CI {p['test_iou_ci'][0]:.3f}-"
+                  f"{p['test_iou_ci'][1]:.3f}); folds {p['fold_mean']:.4f} +- "
+                  f"{p['fold_sd']:.4f}")  # fmt: skip
+    if table:
+        print(f"table: {opts.output / 'crossval.md'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
