@@ -31,7 +31,7 @@ from accuracy import PH2_EXPERIMENTS, RESULTS, ROOT, run_experiment, test_result
 from common import machine  # benchmarks/: scripts run from their folder
 
 from lightning_seg.evaluations import counts_of, worst_images
-from lightning_seg.intervals import dataset_iou, iou_interval
+from lightning_seg.intervals import dataset_iou, iou_interval, paired_difference
 
 #: PH2's 25 % test split cuts 160 images into 4 disjoint test quarters.
 FOLDS = (0, 1, 2, 3)
@@ -73,14 +73,48 @@ def pooled(folds: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def todo(names: list[str], folds: list[int], table: dict[str, Any]) -> list[tuple[str, int]]:
+def entry_name(name: str, label: str = "") -> str:
+    """The table's name of an experiment's folds: ``smp_fpn_effl2:unfrozen`` when ``--args``
+    change its recipe, so they never mix with the shipped recipe's folds."""
+    return f"{name}:{label}" if label else name
+
+
+def records_by_image(entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["name"]: r for fold in entry["folds"].values() for r in fold["images"]}
+
+
+def paired(table: dict[str, Any]) -> list[str]:
+    """``a - b: +0.0123 (95 % CI ...)`` for every two entries tested on the same images: the
+    paired bootstrap cancels what the images share, so it tells apart recipes whose own
+    intervals overlap."""
+    entries = {name: records_by_image(e) for name, e in table.get("experiments", {}).items()}
+    lines = []
+    names = list(entries)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if not entries[a] or set(entries[a]) != set(entries[b]):
+                continue
+            order = sorted(entries[a])
+            counts_a = counts_of([entries[a][n] for n in order])
+            counts_b = counts_of([entries[b][n] for n in order])
+            difference, low, high = paired_difference(counts_a, counts_b)
+            lines.append(
+                f"- `{a}` - `{b}`: {difference:+.4f} (95 % CI {low:+.4f} to {high:+.4f}, "
+                f"paired over {len(order)} images)"
+            )
+    return lines
+
+
+def todo(
+    names: list[str], folds: list[int], table: dict[str, Any], label: str = ""
+) -> list[tuple[str, int]]:
     """The (experiment, fold) fits not yet in the table, in order: a rerun resumes."""
     done = table.get("experiments", {})
     return [
         (name, fold)
         for name in names
         for fold in folds
-        if str(fold) not in done.get(name, {}).get("folds", {})
+        if str(fold) not in done.get(entry_name(name, label), {}).get("folds", {})
     ]
 
 
@@ -110,6 +144,9 @@ def markdown(table: dict[str, Any]) -> str:
             f"{p['worst_images']} | {p['val_iou_mean']:.4f} | "
             f"{p['wall_time_s_median'] / 60:.1f} min | {p['precision']} |"
         )
+    differences = paired(table)
+    if differences:
+        lines += ["", "Paired differences of the pooled test IoU (same images):", "", *differences]
     return "\n".join(lines) + "\n"
 
 
@@ -141,11 +178,16 @@ def main() -> int:
     parser.add_argument("--runs_dir", type=Path, default=ROOT / "runs" / "bench-crossval")
     parser.add_argument("--fresh", action="store_true", help="ignore folds already measured")
     parser.add_argument("--args", default="", help="extra flags for every fit and test")
-    opts = parser.parse_args()  # fmt: skip
+    parser.add_argument(
+        "--label", default="", help="with --args: the table names these folds NAME:LABEL"
+    )
+    opts = parser.parse_args()
     names = [n for chunk in opts.experiments or PH2_EXPERIMENTS for n in chunk.split()]
     path = opts.output / "crossval.json"
     table = {} if opts.fresh or not path.is_file() else json.loads(path.read_text())
-    fits = todo(names, opts.folds, table)
+    if opts.args and not opts.label:
+        parser.error("--args changes the recipe: name the variant with --label")
+    fits = todo(names, opts.folds, table, opts.label)
     print(f"bench-crossval: {len(fits)} fit(s) to run, folds {opts.folds} of {', '.join(names)}",
           flush=True)  # fmt: skip
     here, failed = machine(), 0
@@ -162,17 +204,20 @@ def main() -> int:
         table.setdefault("machines", [])
         if here not in table["machines"]:
             table["machines"].append(here)
-        table.setdefault("experiments", {}).setdefault(name, {"folds": {}})
-        table["experiments"][name]["folds"][str(fold)] = result
+        entry = table.setdefault("experiments", {}).setdefault(
+            entry_name(name, opts.label), {"args": opts.args, "folds": {}}
+        )
+        entry["folds"][str(fold)] = result
         save(table, opts.output)
         print(f"[{i}/{len(fits)}] {name} fold {fold}: val IoU {result['val_iou']:.4f}, "
               f"test IoU {result['test_iou']:.4f}, {result['wall_time_s'] / 60:.1f} min",
               flush=True)  # fmt: skip
     for name in names:
-        entry = table.get("experiments", {}).get(name)
+        entry = table.get("experiments", {}).get(entry_name(name, opts.label))
         if entry and entry.get("pooled"):
             p = entry["pooled"]
-            print(f"{name}: test IoU over {p['images']} images of {p['folds']} fold(s) "
+            print(f"{entry_name(name, opts.label)}: test IoU over {p['images']} images of "
+                  f"{p['folds']} fold(s) "
                   f"{p['test_iou']:.4f} (95 % CI {p['test_iou_ci'][0]:.3f}-"
                   f"{p['test_iou_ci'][1]:.3f}); folds {p['fold_mean']:.4f} +- "
                   f"{p['fold_sd']:.4f}")  # fmt: skip

@@ -134,3 +134,25 @@ def test_crossval_benchmark_tests_every_image_once_over_the_folds(tmp_path):
     assert "| `tiny` | 2 (8 images) |" in (tmp_path / "out" / "crossval.md").read_text()
     again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "0 fit(s) to run" in again.stdout  # resumes: nothing left
+
+
+def test_crossval_keeps_a_variant_apart_and_pairs_entries_tested_on_the_same_images():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from crossval import entry_name, paired, todo
+
+    def fold(number, scores):
+        images = [{"name": f"img{i}", "iou": s, "intersection": [round(100 * s)],
+                   "union": [100]} for i, s in enumerate(scores, 2 * number)]  # fmt: skip
+        return {"fold": number, "test_iou": sum(scores) / 2, "images": images}
+
+    table = {"experiments": {
+        "fpn": {"folds": {"0": fold(0, [0.9, 0.8]), "1": fold(1, [0.7, 0.9])}},
+        "fpn:unfrozen": {"folds": {"0": fold(0, [0.8, 0.8]), "1": fold(1, [0.6, 0.9])}},
+        "unet": {"folds": {"0": fold(0, [0.9, 0.9])}},  # half the images: not paired
+    }}  # fmt: skip
+    assert todo(["fpn"], [0, 1, 2], table) == [("fpn", 2)]
+    assert todo(["fpn"], [0, 1], table, "frozen") == [("fpn", 0), ("fpn", 1)]
+    assert entry_name("fpn", "unfrozen") in table["experiments"]
+    (line,) = paired(table)
+    assert line.startswith("- `fpn` - `fpn:unfrozen`: +0.0500 (95 % CI")
+    assert line.endswith("paired over 4 images)")

@@ -274,8 +274,11 @@ def convert_efficientnet_lite(
     """
     import timm
 
-    model = timm.create_model(_timm_lite_name(variant), pretrained=False)
-    target = model.state_dict()
+    # The timm model is built only for its key names and shapes; its random initialisation
+    # must not move the run's seeded RNG, or the first run on a machine (which converts) would
+    # start its decoder from other weights than every later one (which reads the converted file).
+    with torch.random.fork_rng(devices=[]):
+        target = timm.create_model(_timm_lite_name(variant), pretrained=False).state_dict()
     prefix = "module." if state_dict and all(k.startswith("module.") for k in state_dict) else ""
     source = {k[len(prefix) :]: v for k, v in state_dict.items() if not _is_optional(k)}
     src_keys = sorted(source, key=_source_order)

