@@ -122,9 +122,8 @@ def markdown(table: dict[str, Any]) -> str:
     lines = [
         "PH2, k-fold cross-validation (data.init_args.fold 0-3: each fold trains on half of the "
         "160 images, chooses epoch and threshold on a quarter, tests on the other quarter; "
-        "every image is tested once); each experiment's shipped recipe; "
-        + "; ".join(table.get("machines", []))
-        + ".",
+        "every image is tested once); each experiment's shipped recipe, a NAME:LABEL row the "
+        "variant its flags name; " + "; ".join(table.get("machines", [])) + ".",
         "",
         "| experiment | folds | test IoU, all images | 95 % CI | test IoU per fold | fold mean "
         "+- sd | per image | worst images | val IoU (mean) | wall time per fit (median) "
@@ -137,8 +136,9 @@ def markdown(table: dict[str, Any]) -> str:
             continue
         p = pooled(folds)
         per_fold = ", ".join(f"{f['fold']}: {f['test_iou']:.4f}" for f in folds)
+        shown = f"`{name}` (`{entry['args']}`)" if entry.get("args") else f"`{name}`"
         lines.append(
-            f"| `{name}` | {p['folds']} ({p['images']} images) | {p['test_iou']:.4f} | "
+            f"| {shown} | {p['folds']} ({p['images']} images) | {p['test_iou']:.4f} | "
             f"{p['test_iou_ci'][0]:.3f}-{p['test_iou_ci'][1]:.3f} | {per_fold} | "
             f"{p['fold_mean']:.4f} +- {p['fold_sd']:.4f} | {p['test_iou_per_image']:.4f} | "
             f"{p['worst_images']} | {p['val_iou_mean']:.4f} | "

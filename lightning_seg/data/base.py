@@ -208,12 +208,3 @@ class SegmentationDataModule(LightningDataModule):
             "preprocessing": self.preprocessing.to_dict(),
             "class_names": list(self.class_names),
         }
-
-    def describe(self) -> dict[str, Any]:
-        """Facts about the data that runs record (W&B config, summaries)."""
-        return {
-            "dataset": self.name,
-            "num_classes": self.num_classes,
-            "class_names": self.class_names,
-            "ignore_index": self.ignore_index,
-        }

@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -69,7 +69,8 @@ class FileDataModule(SegmentationDataModule):
             instead of stopping at the first with an error.
         seed: seed of the split (independent of the training seed).
         fold: which fold of k-fold cross-validation to train and test (0 is the plain split;
-            k = 1 / test fraction, 4 by default): folds 0 .. k-1 test every image once.
+            k = how many whole test splits the data holds, 4 for a 25 % test split): folds
+            0 .. k-1 test every image once.
         mean, std: per-channel normalisation of pixels in [0, 1]; None: the dataset's default
             (ImageNet's for RGB), or what a pretrained encoder was trained with (timm's
             pretrained config, e.g. 0.5 / 0.5 for EfficientNet-Lite).
@@ -366,13 +367,3 @@ class FileDataModule(SegmentationDataModule):
             path for split in splits.values() for pair in split for path in (pair.image, pair.mask)
         ]
         return cache.fingerprint(files, self.preprocessing.array_key())
-
-    def describe(self) -> dict[str, Any]:
-        splits = self.splits()
-        return {
-            **super().describe(),
-            "root": str(self.root),
-            "pairs": {name: len(pairs) for name, pairs in splits.items()},
-            "train_splits": list(self.train_splits),
-            "fold": self.fold,
-        }

@@ -117,7 +117,6 @@ def test_train_splits_train_and_val_trains_on_both_with_training_augmentation(tm
     last_val = val[len(val) - 1]["image"]
     assert torch.equal(joined[len(joined) - 1]["image"], last_val.flip(-1))  # val, augmented
     assert torch.equal(joined[0]["image"], train[0]["image"].flip(-1))
-    assert both.describe()["train_splits"] == ["train", "val"]
 
 
 @pytest.mark.parametrize("cache", [True, False])
@@ -233,6 +232,13 @@ def test_folds_cross_validate_a_folder_and_a_missing_fold_is_a_configuration_err
         for pair in folder_dm(root, fold=fold, **quarters).splits()["test"]
     ]
     assert sorted(tested) == [f"case{i:02d}.jpg" for i in range(12)]
-    assert folder_dm(root, fold=2, **quarters).describe()["fold"] == 2
     with pytest.raises(ConfigurationError, match=r"data\.fold: .*fold 4 does not exist.*folds 0-3"):
         folder_dm(root, fold=4, **quarters).splits()
+
+
+def test_a_dataset_that_comes_split_into_folders_has_no_folds(tmp_path):
+    for split in ("train", "val", "test"):
+        make_folder(tmp_path / "d" / split, n=2)
+    assert len(folder_dm(tmp_path / "d").splits()["val"]) == 2  # fold 0: the folders as they are
+    with pytest.raises(ConfigurationError, match=r"data\.fold: .*comes split into train / val"):
+        folder_dm(tmp_path / "d", fold=1).splits()
