@@ -57,7 +57,7 @@ def test_folds_test_every_item_exactly_once_and_fold_zero_is_the_plain_split(cou
     assert len(tested) == len(set(tested)) == folds * len(splits[0]["test"])
     for split in splits:  # each fold is a whole split of disjoint parts
         assert sorted(i for part in split.values() for i in part) == items
-    for before, after in pairwise(splits):  # val is the last fold's test
+    for before, after in pairwise(splits):  # each fold validates on the one before its test
         assert after["val"] == before["test"]
 
 
