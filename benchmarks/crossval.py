@@ -43,7 +43,7 @@ def run_fold(name: str, fold: int, runs_dir: Path, extra: list[str], logs: Path)
     row = run_experiment(name, runs_dir / f"fold{fold}", args, logs / f"fold{fold}")
     test = test_result(runs_dir / f"fold{fold}", name, row["best_checkpoint"])
     if test.get("held_out") is False:  # the fold flag must reach test as it reached fit
-        raise RuntimeError(f"{name} fold {fold}: the test images were training images")
+        raise RuntimeError(f"{name} fold {fold}: the test images trained or chose the model")
     keep = ("val_iou", "test_iou", "test_iou_ci", "threshold", "epochs", "wall_time_s",
             "precision", "run_dir", "best_checkpoint", "note")  # fmt: skip
     images = [{k: r[k] for k in ("name", "iou", "intersection", "union")} for r in test["images"]]

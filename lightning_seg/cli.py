@@ -33,7 +33,7 @@ from lightning_seg.commands import TOOLS
 from lightning_seg.console import console_callbacks, quiet_libraries
 from lightning_seg.data import SegmentationDataModule
 from lightning_seg.errors import ConfigurationError
-from lightning_seg.evaluations import image_records, trained_images, worst_images
+from lightning_seg.evaluations import image_records, overlapping_images, worst_images
 from lightning_seg.experiments import (
     EVALUATING,
     checkpoint_run_dir,
@@ -313,12 +313,18 @@ class SegmentationCLI(LightningCLI):
             checkpoint = evaluation.get("checkpoint") or "none"
             if evaluation.get("images"):
                 print(f"worst {prefix} images: {worst_images(evaluation['images'])}")
-            if evaluation.get("held_out") is False:
-                seen = evaluation["images_trained_on"]
+            if seen := evaluation.get("images_trained_on"):
                 print(
                     f"warning: {len(seen)} {prefix} image(s) are training images of this "
                     f"checkpoint (e.g. {seen[0]}): {prefix}/iou is not a held-out score"
                 )
+            if chosen := evaluation.get("images_chosen_on"):
+                print(
+                    f"warning: {len(chosen)} {prefix} image(s) are validation images of this "
+                    f"checkpoint's fit, which chose its epoch and threshold (e.g. {chosen[0]}): "
+                    f"{prefix}/iou is not a held-out score"
+                )
+            if evaluation.get("held_out") is False:
                 scores.append("held_out=false")
             print(f"{stage} done: {' '.join(scores)} checkpoint={checkpoint}")
 
@@ -338,9 +344,13 @@ class SegmentationCLI(LightningCLI):
             if counts is not None:
                 evaluation["images"] = image_records(counts, names)
             if self.model.trained_on is not None:  # unknown for checkpoints from elsewhere
-                seen = trained_images(names, self.model.trained_on)
+                seen = overlapping_images(names, self.model.trained_on)
                 evaluation["held_out"] = not seen
                 evaluation["images_trained_on"] = seen
+            if stage == "test" and self.model.chosen_on is not None:  # validate scores them
+                chosen = overlapping_images(names, self.model.chosen_on)
+                evaluation["held_out"] = evaluation.get("held_out", True) and not chosen
+                evaluation["images_chosen_on"] = chosen
         name = Path(config.ckpt_path).stem if config.ckpt_path else "no-checkpoint"
         path = self.run_dir / "evaluations" / f"{stage}-{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -37,10 +37,11 @@ def image_records(counts: ImageCounts, names: list[str]) -> list[dict[str, Any]]
     return records
 
 
-def trained_images(test_names: list[str], trained_on: list[str]) -> list[str]:
-    """The test images that are also training images (tiles compared by their image file)."""
-    seen = {name.split("#")[0] for name in trained_on}
-    return [name for name in test_names if name.split("#")[0] in seen]
+def overlapping_images(scored: list[str], seen: list[str]) -> list[str]:
+    """The scored images that are also among ``seen`` (a checkpoint's training images, or the
+    validation images that chose its epoch and threshold); tiles compared by their image file."""
+    files = {name.split("#")[0] for name in seen}
+    return [name for name in scored if name.split("#")[0] in files]
 
 
 def worst_images(records: list[dict[str, Any]], count: int = 3) -> str:

@@ -111,6 +111,7 @@ class SegmentationTask(LightningModule):
         # The names of the training images (set by fit, kept in checkpoints): a test split
         # that shares any is not held out, and `test` says so.
         self.trained_on: list[str] | None = None
+        self.chosen_on: list[str] | None = None  # the images that chose epoch and threshold
         # Each scored image's counts from the last ``validate`` command or ``test``, by split
         # ("val", "test"): the CLI writes them beside the scores.
         self.image_counts: dict[str, ImageCounts | None] = {}
@@ -373,15 +374,20 @@ class SegmentationTask(LightningModule):
             if self.trained_on is not None:
                 # The images it learned from, so `test` can tell whether its score is held out.
                 checkpoint["lightning_seg"]["trained_on"] = self.trained_on
+            if self.chosen_on is not None:
+                # And those that chose its epoch and threshold: no held-out score either.
+                checkpoint["lightning_seg"]["chosen_on"] = self.chosen_on
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.trained_on = (checkpoint.get("lightning_seg") or {}).get("trained_on")
+        settings = checkpoint.get("lightning_seg") or {}
+        self.trained_on, self.chosen_on = settings.get("trained_on"), settings.get("chosen_on")
 
     def on_fit_start(self) -> None:
         self._base_seed = torch.initial_seed()  # seed_everything's, also when resuming
         datamodule = self.trainer.datamodule
         if datamodule is not None and hasattr(datamodule, "sample_names"):
             self.trained_on = datamodule.sample_names("train")
+            self.chosen_on = datamodule.sample_names("val")
 
     def on_train_epoch_start(self) -> None:
         # Torch's own randomness (dropout) restarts from (seed, epoch) every epoch, so a run

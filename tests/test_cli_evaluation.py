@@ -193,7 +193,8 @@ def test_evaluation_writes_every_images_score_and_names_the_worst(
 def test_evaluations_say_when_the_scored_images_were_trained_on(tmp_path, capsys):
     root = make_folder(tmp_path / "data", n=20)
     data = ["--data=lightning_seg.data.FolderDataModule", f"--data.root={root}",
-            "--data.image_size=32", "--data.batch_size=4"]  # fmt: skip
+            "--data.image_size=32", "--data.batch_size=4",
+            "--data.split_fractions=[0.5,0.25,0.25]"]  # fmt: skip
     flags = short_fit_args(tmp_path / "runs", *data, epochs=1, logger=False)
     flags = [f for f in flags if not f.startswith("--data.init_args.")]  # synthetic-only flags
     run_cli(["fit", *flags])
@@ -201,7 +202,7 @@ def test_evaluations_say_when_the_scored_images_were_trained_on(tmp_path, capsys
     best = json.loads(summary.read_text())["best_checkpoint"]
     state = torch.load(best, weights_only=True, map_location="cpu")
     trained_on = state["lightning_seg"]["trained_on"]
-    assert len(trained_on) == 14 and all(name.startswith("images/") for name in trained_on)
+    assert len(trained_on) == 10 and all(name.startswith("images/") for name in trained_on)
 
     def evaluate(command: str, *extra: str) -> tuple[dict, list[str]]:
         capsys.readouterr()
@@ -218,12 +219,21 @@ def test_evaluations_say_when_the_scored_images_were_trained_on(tmp_path, capsys
     result, lines = evaluate("test", "--data.seed=3")
     seen = result["images_trained_on"]
     assert result["held_out"] is False and seen and set(seen) <= set(trained_on)
-    assert lines[-2].startswith(f"warning: {len(seen)} test image(s) are training images")
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert warnings[0].startswith(f"warning: {len(seen)} test image(s) are training images")
     assert lines[-1].startswith("test done:") and lines[-1].endswith(
         f"held_out=false checkpoint={best}"
     )
     result, lines = evaluate("validate", "--data.seed=3")
     assert result["held_out"] is False and "val/iou is not a held-out score" in lines[-2]
+    assert "images_chosen_on" not in result  # validation images are what validate scores
+    # Fold 3 tests on the quarter this (fold 0) checkpoint validated on: held out from
+    # training, but it chose the epoch and threshold.
+    result, lines = evaluate("test", "--data.fold=3")
+    chosen = result["images_chosen_on"]
+    assert not result["images_trained_on"] and chosen and result["held_out"] is False
+    assert lines[-2].startswith(f"warning: {len(chosen)} test image(s) are validation images")
+    assert lines[-1].endswith(f"held_out=false checkpoint={best}")
 
 
 def test_compare_paired_gives_the_difference_of_two_runs_on_the_same_images(

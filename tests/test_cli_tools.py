@@ -29,6 +29,8 @@ def test_checkpoint_carries_what_inference_needs(checkpoint):
     state = torch.load(checkpoint, weights_only=True)
     # The names of the images it learned from: `test` tells a held-out score from a leaked one.
     assert state["lightning_seg"].pop("trained_on") == [f"train-{i:04d}" for i in range(8)]
+    # And those that chose its epoch and threshold: scoring them is no held-out test either.
+    assert state["lightning_seg"].pop("chosen_on") == [f"val-{i:04d}" for i in range(4)]
     assert state["lightning_seg"] == {
         "preprocessing": {
             "image_size": [32, 32], "tiled": False, "interpolation": "auto",

@@ -51,6 +51,11 @@ def tune_command(argv: list[str]) -> int:
             optimize(study, space, base, total)
         except KeyboardInterrupt:
             STOP.requested = True
+        except Exception:
+            # A Ctrl-C that lands inside the storage's commit surfaces as a database error
+            # ('database is locked') and then optuna's own assertion: still the person's stop.
+            if not STOP.requested:
+                raise
         finally:
             codes = [worker.wait() for worker in others]
         if STOP.requested:
