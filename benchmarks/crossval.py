@@ -131,10 +131,10 @@ def markdown(table: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---|---:|---:|---|---:|---:|---|",
     ]
     for name, entry in table.get("experiments", {}).items():
-        folds = [entry["folds"][k] for k in sorted(entry["folds"], key=int)]
-        if not folds:
+        p = entry.get("pooled")
+        if not p:
             continue
-        p = pooled(folds)
+        folds = [entry["folds"][k] for k in sorted(entry["folds"], key=int)]
         per_fold = ", ".join(f"{f['fold']}: {f['test_iou']:.4f}" for f in folds)
         shown = f"`{name}` (`{entry['args']}`)" if entry.get("args") else f"`{name}`"
         lines.append(

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lightning_seg.errors import ConfigurationError
+from lightning_seg.errors import ConfigurationError, first_line
 
 
 def experiments_dir() -> Path:
@@ -71,7 +71,7 @@ def check_yaml(path: Path) -> dict | None:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        problem = getattr(error, "problem", None) or first_line(error)
         raise ConfigurationError(f"{path}{where}: YAML syntax error: {problem}") from None
     return loaded if isinstance(loaded, dict) else None
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.data.generated import make_folder
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -87,26 +89,8 @@ def test_accuracy_table_keeps_each_rows_machine_when_a_subset_reruns_elsewhere(t
     assert json.loads((tmp_path / "accuracy.json").read_text())["machines"] == [slow, fast]
 
 
-def binary_folder(root: Path, count: int) -> Path:
-    """``count`` small RGB images with a bright square and its binary mask."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for i in range(count):
-        mask = np.zeros((24, 24), np.uint8)
-        y, x = rng.integers(2, 12, 2)
-        mask[y : y + 10, x : x + 10] = 255
-        image = rng.integers(0, 80, (24, 24, 3)).astype(np.uint8) + (mask[..., None] // 2)
-        Image.fromarray(image).save(root / "images" / f"case{i}.png")
-        Image.fromarray(mask).save(root / "masks" / f"case{i}.png")
-    return root
-
-
 def test_crossval_benchmark_tests_every_image_once_over_the_folds(tmp_path):
-    data = binary_folder(tmp_path / "data", 8)
+    data = make_folder(tmp_path / "data", n=8)  # read as binary masks: colour is foreground
     (tmp_path / "experiments").mkdir()
     (tmp_path / "experiments" / "tiny.yaml").write_text(
         "seed_everything: 1\n"
@@ -126,7 +110,7 @@ def test_crossval_benchmark_tests_every_image_once_over_the_folds(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     entry = json.loads((tmp_path / "out" / "crossval.json").read_text())["experiments"]["tiny"]
     tested = [image["name"] for fold in entry["folds"].values() for image in fold["images"]]
-    assert sorted(tested) == [f"images/case{i}.png" for i in range(8)]
+    assert sorted(tested) == [f"images/case{i:02d}.jpg" for i in range(8)]
     pooled = entry["pooled"]
     assert pooled["images"] == 8 and pooled["folds"] == 2
     low, high = pooled["test_iou_ci"]
