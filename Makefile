@@ -22,7 +22,7 @@ export UV_LINK_MODE ?= copy
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help env train validate evaluate models check-data compare sync predict export tune bench-accuracy bench-crossval bench-models bench-predict bench-data test test-all lint format clean
+.PHONY: help env train validate evaluate models check-data compare sync predict export tune bench-accuracy bench-crossval bench-select bench-models bench-predict bench-data test test-all lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -85,6 +85,9 @@ bench-accuracy: $(STAMP) ## fit + test every PH2 experiment, table in benchmarks
 
 bench-crossval: $(STAMP) ## 4-fold cross-validated test IoU of PH2 experiments, benchmarks/results/crossval.md [EXP="a b"]
 	$(PY) benchmarks/crossval.py $(if $(NAMED_EXP),--experiments $(EXP)) $(ARGS)
+
+bench-select: $(STAMP) ## compare PH2 recipes on val IoU over all 120 non-test images (nested CV), benchmarks/results/selection.md EXP="a b"
+	$(PY) benchmarks/selection.py $(if $(NAMED_EXP),--experiments $(EXP)) $(ARGS)
 
 bench-models: $(STAMP) ## measure training throughput of every network (benchmarks/results/models.md)
 	$(PY) benchmarks/models.py $(ARGS)

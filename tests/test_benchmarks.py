@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lightning_seg.data import FolderDataModule
 from tests.data.generated import make_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +90,9 @@ def test_accuracy_table_keeps_each_rows_machine_when_a_subset_reruns_elsewhere(t
     assert json.loads((tmp_path / "accuracy.json").read_text())["machines"] == [slow, fast]
 
 
-def test_crossval_benchmark_tests_every_image_once_over_the_folds(tmp_path):
+def tiny_experiment(tmp_path: Path) -> dict[str, str]:
+    """A one-epoch U-Net on 8 generated images split 2 / 2 / 4 (test folds 0-1, val folds 0-1),
+    and the environment that makes ``--experiment tiny`` find it."""
     data = make_folder(tmp_path / "data", n=8)  # read as binary masks: colour is foreground
     (tmp_path / "experiments").mkdir()
     (tmp_path / "experiments" / "tiny.yaml").write_text(
@@ -99,10 +102,14 @@ def test_crossval_benchmark_tests_every_image_once_over_the_folds(tmp_path):
         "tracking: {num_images: 0}\n"
         "data:\n  class_path: lightning_seg.data.FolderDataModule\n"
         f"  init_args: {{root: {data}, image_size: 16, batch_size: 2, num_workers: 0,\n"
-        "    split_fractions: [0.25, 0.25, 0.5]}\n"  # 4 test images: folds 0 and 1
+        "    split_fractions: [0.25, 0.25, 0.5]}\n"
     )
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline",
-           "LIGHTNING_SEG_EXPERIMENTS": str(tmp_path / "experiments")}  # fmt: skip
+    return {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline",
+            "LIGHTNING_SEG_EXPERIMENTS": str(tmp_path / "experiments")}  # fmt: skip
+
+
+def test_crossval_benchmark_tests_every_image_once_over_the_folds(tmp_path):
+    env = tiny_experiment(tmp_path)
     command = [sys.executable, "benchmarks/crossval.py", "--experiments", "tiny",
                "--folds", "0", "1", "--output", str(tmp_path / "out"),
                "--runs_dir", str(tmp_path / "runs")]  # fmt: skip
@@ -140,3 +147,25 @@ def test_crossval_keeps_a_variant_apart_and_pairs_entries_tested_on_the_same_ima
     (line,) = paired(table)
     assert line.startswith("- `fpn` - `fpn:unfrozen`: +0.0500 (95 % CI")
     assert line.endswith("paired over 4 images)")
+
+
+def test_selection_benchmark_validates_every_non_test_image_once_and_never_tests(tmp_path):
+    env = tiny_experiment(tmp_path)
+    command = [sys.executable, "benchmarks/selection.py", "--experiments", "tiny",
+               "--val_folds", "0", "1", "--output", str(tmp_path / "out"),
+               "--runs_dir", str(tmp_path / "runs")]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    entry = json.loads((tmp_path / "out" / "selection.json").read_text())["experiments"]["tiny"]
+    validated = [image["name"] for fold in entry["folds"].values() for image in fold["images"]]
+    assert len(validated) == len(set(validated)) == 4  # the 4 non-test images, each once
+    split = FolderDataModule(root=str(tmp_path / "data"), split_fractions=(0.25, 0.25, 0.5))
+    assert not {f"images/{pair.image.name}" for pair in split.splits()["test"]} & set(validated)
+    assert not list((tmp_path / "runs").rglob("test-*.json"))  # the test split is never read
+    pooled = entry["pooled"]
+    assert pooled["images"] == 4 and pooled["folds"] == 2
+    low, high = pooled["val_iou_ci"]
+    assert low <= pooled["val_iou"] <= high
+    assert "| `tiny` | 2 (4 images) |" in (tmp_path / "out" / "selection.md").read_text()
+    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "0 fit(s) to run" in again.stdout  # resumes: nothing left

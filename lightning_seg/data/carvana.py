@@ -77,5 +77,10 @@ class CarvanaDataModule(FileDataModule):
 
     def split(self, pairs: list[Pair]) -> dict[str, list[Pair]]:
         return grouped_split(
-            pairs, [p.label for p in pairs], self.split_fractions, self.seed, self.fold
+            pairs,
+            [p.label for p in pairs],
+            self.split_fractions,
+            self.seed,
+            self.fold,
+            self.val_fold,
         )

@@ -71,6 +71,9 @@ class FileDataModule(SegmentationDataModule):
         fold: which fold of k-fold cross-validation to train and test (0 is the plain split;
             k = how many whole test splits the data holds, 4 for a 25 % test split): folds
             0 .. k-1 test every image once.
+        val_fold: which block of the fold's train + val images validates (nested
+            cross-validation: 0 is the plain split, 0-2 for 50/25/25); the test split stays
+            put, so recipes can be compared on every non-test image without it choosing.
         mean, std: per-channel normalisation of pixels in [0, 1]; None: the dataset's default
             (ImageNet's for RGB), or what a pretrained encoder was trained with (timm's
             pretrained config, e.g. 0.5 / 0.5 for EfficientNet-Lite).
@@ -98,6 +101,7 @@ class FileDataModule(SegmentationDataModule):
         skip_invalid: bool = False,
         seed: int = 0,
         fold: int = 0,
+        val_fold: int = 0,
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
         weight_map: dict[str, float] | None = None,
@@ -132,7 +136,7 @@ class FileDataModule(SegmentationDataModule):
             self.check_batchable(split, spec)
         self.cache = cache
         self.skip_invalid = skip_invalid
-        self.seed, self.fold = seed, fold
+        self.seed, self.fold, self.val_fold = seed, fold, val_fold
         self._splits: dict[str, list[Pair]] | None = None
         self.skipped: list[str] = []
 
@@ -221,15 +225,17 @@ class FileDataModule(SegmentationDataModule):
         if self._splits is None:
             self.check_root()
             found = self.find_pairs()
-            if isinstance(found, dict) and self.fold:
+            setting = "fold" if self.fold else "val_fold"
+            if isinstance(found, dict) and (self.fold or self.val_fold):
                 raise ConfigurationError(
-                    f"data.fold: {self.name} comes split into train / val / test folders under "
-                    f"{self.root}, so it has no folds; use fold 0"
+                    f"data.{setting}: {self.name} comes split into train / val / test folders "
+                    f"under {self.root}, so it has no folds; use 0"
                 )
             try:
                 splits = found if isinstance(found, dict) else self.split(sorted(found))
             except FoldError as error:
-                raise ConfigurationError(f"data.fold: {self.name}: {error}") from None
+                setting = str(error).split(" ", 1)[0]
+                raise ConfigurationError(f"data.{setting}: {self.name}: {error}") from None
             empty = [name for name in ("train", "val", "test") if not splits.get(name)]
             if empty:
                 raise ConfigurationError(

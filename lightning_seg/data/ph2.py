@@ -127,5 +127,10 @@ class PH2DataModule(FileDataModule):
 
     def split(self, pairs: list[Pair]) -> dict[str, list[Pair]]:
         return stratified_split(
-            pairs, [p.label for p in pairs], self.split_fractions, self.seed, self.fold
+            pairs,
+            [p.label for p in pairs],
+            self.split_fractions,
+            self.seed,
+            self.fold,
+            self.val_fold,
         )

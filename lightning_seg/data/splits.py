@@ -7,6 +7,11 @@ the order in which a file system lists the files.
 ``fold`` test-sized blocks before it is cut, so folds 0 .. k-1 (k = items // test size, 4 for
 a 25 % test split) test every item exactly once, each fold validating on the block that the
 fold before it tests. Fold 0 is the plain split, so a fold-0 number is every earlier number.
+
+``val_fold`` does the same inside one fold's train + val items (nested cross-validation): it
+rotates them by val-sized blocks, so val folds 0 .. j-1 (3 for 50/25/25) validate on every
+non-test item once while the test split stays where it is. Recipes can then be compared on
+three validation quarters instead of one without the test split ever choosing.
 """
 
 from __future__ import annotations
@@ -44,18 +49,38 @@ def fold_count(count: int, fractions: Sequence[float]) -> int:
     return count // test if test else 1
 
 
-def _cut(ordered: list[T], fractions: Sequence[float], fold: int) -> dict[str, list[T]]:
+def val_fold_count(count: int, fractions: Sequence[float]) -> int:
+    """How many disjoint validation blocks the ``count`` items' train + val part holds."""
+    sizes = _sizes(count, fractions)
+    val = sizes[1] if len(sizes) > 1 else 0
+    return (count - _test_size(sizes)) // val if val else 1
+
+
+def _rotate(items: list[T], shift: int) -> list[T]:
+    return items[shift:] + items[:shift]
+
+
+def _cut(
+    ordered: list[T], fractions: Sequence[float], fold: int, val_fold: int = 0
+) -> dict[str, list[T]]:
     """Cut the shuffled sequence into train / val / test after rotating it left by ``fold``
-    test-sized blocks."""
+    test-sized blocks, and its train + val part by ``val_fold`` val-sized blocks."""
     folds = fold_count(len(ordered), fractions)
     if not 0 <= fold < folds:
         raise FoldError(
             f"fold {fold} does not exist: {len(ordered)} items split {tuple(fractions)} give "
             f"folds 0-{folds - 1}"
         )
+    val_folds = val_fold_count(len(ordered), fractions)
+    if not 0 <= val_fold < val_folds:
+        raise FoldError(
+            f"val_fold {val_fold} does not exist: the train + val items of {len(ordered)} "
+            f"split {tuple(fractions)} give val folds 0-{val_folds - 1}"
+        )
     sizes = _sizes(len(ordered), fractions)
-    shift = fold * _test_size(sizes)
-    ordered = ordered[shift:] + ordered[:shift]
+    ordered = _rotate(ordered, fold * _test_size(sizes))
+    known = sizes[0] + sizes[1] if len(sizes) > 1 else sizes[0]
+    ordered = _rotate(ordered[:known], val_fold * (known - sizes[0])) + ordered[known:]
     out, start = {}, 0
     for name, size in zip(SPLITS, sizes, strict=False):
         out[name] = sorted(ordered[start : start + size], key=str)
@@ -64,11 +89,12 @@ def _cut(ordered: list[T], fractions: Sequence[float], fold: int) -> dict[str, l
 
 
 def random_split(
-    items: Sequence[T], fractions: Sequence[float], seed: int, fold: int = 0
+    items: Sequence[T], fractions: Sequence[float], seed: int, fold: int = 0, val_fold: int = 0
 ) -> dict[str, list[T]]:
     order = sorted(range(len(items)), key=lambda i: str(items[i]))
     rng = np.random.default_rng(seed)
-    return _cut([items[order[i]] for i in rng.permutation(len(order))], fractions, fold)
+    shuffled = [items[order[i]] for i in rng.permutation(len(order))]
+    return _cut(shuffled, fractions, fold, val_fold)
 
 
 def stratified_split(
@@ -77,6 +103,7 @@ def stratified_split(
     fractions: Sequence[float],
     seed: int,
     fold: int = 0,
+    val_fold: int = 0,
 ) -> dict[str, list[T]]:
     """Every split gets each label in proportion, and the split sizes follow ``fractions``.
 
@@ -95,7 +122,7 @@ def stratified_split(
         for rank, i in enumerate(rng.permutation(len(group))):
             keyed.append(((rank + offset) / len(group), str(group[i]), group[i]))
     ordered = [item for _, _, item in sorted(keyed, key=lambda k: (k[0], k[1]))]
-    return _cut(ordered, fractions, fold)
+    return _cut(ordered, fractions, fold, val_fold)
 
 
 def grouped_split(
@@ -104,13 +131,14 @@ def grouped_split(
     fractions: Sequence[float],
     seed: int,
     fold: int = 0,
+    val_fold: int = 0,
 ) -> dict[str, list[T]]:
     """Whole groups go to one split (e.g. the 16 views of one car), so none straddles two; folds
     count groups."""
     members: dict[Hashable, list[T]] = defaultdict(list)
     for item, group in zip(items, groups, strict=True):
         members[group].append(item)
-    parts = random_split(sorted(members, key=str), fractions, seed, fold)
+    parts = random_split(sorted(members, key=str), fractions, seed, fold, val_fold)
     return {
         name: sorted((item for group in part for item in members[group]), key=str)
         for name, part in parts.items()

@@ -234,6 +234,8 @@ def test_folds_cross_validate_a_folder_and_a_missing_fold_is_a_configuration_err
     assert sorted(tested) == [f"case{i:02d}.jpg" for i in range(12)]
     with pytest.raises(ConfigurationError, match=r"data\.fold: .*fold 4 does not exist.*folds 0-3"):
         folder_dm(root, fold=4, **quarters).splits()
+    with pytest.raises(ConfigurationError, match=r"data\.val_fold: .*val_fold 3 does not exist"):
+        folder_dm(root, val_fold=3, **quarters).splits()
 
 
 def test_a_dataset_that_comes_split_into_folders_has_no_folds(tmp_path):
@@ -242,3 +244,5 @@ def test_a_dataset_that_comes_split_into_folders_has_no_folds(tmp_path):
     assert len(folder_dm(tmp_path / "d").splits()["val"]) == 2  # fold 0: the folders as they are
     with pytest.raises(ConfigurationError, match=r"data\.fold: .*comes split into train / val"):
         folder_dm(tmp_path / "d", fold=1).splits()
+    with pytest.raises(ConfigurationError, match=r"data\.val_fold: .*comes split into train / val"):
+        folder_dm(tmp_path / "d", val_fold=1).splits()

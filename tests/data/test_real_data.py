@@ -102,3 +102,12 @@ def test_ph2_folds_test_each_image_once_in_its_diagnosis_mix(real_data):
     for splits in folds:
         mix = Counter(pair.label for pair in splits["test"])
         assert all(abs(mix[label] - count / 4) <= 1 for label, count in total.items())
+
+
+def test_ph2_val_folds_validate_each_non_test_image_once_beside_the_fixed_test_split(real_data):
+    plain = PH2DataModule(root=str(real_data / "ph2")).splits()
+    folds = [PH2DataModule(root=str(real_data / "ph2"), val_fold=j).splits() for j in range(3)]
+    assert folds[0] == plain
+    assert all(splits["test"] == plain["test"] for splits in folds)
+    validated = [pair.image.name for splits in folds for pair in splits["val"]]
+    assert len(validated) == len(set(validated)) == 120

@@ -13,6 +13,7 @@ from lightning_seg.data.splits import (
     grouped_split,
     random_split,
     stratified_split,
+    val_fold_count,
 )
 
 
@@ -88,3 +89,26 @@ def test_random_and_grouped_splits_have_folds_too():
 def test_a_fold_that_does_not_exist_names_the_folds_there_are(fold):
     with pytest.raises(FoldError, match=r"fold -?\d does not exist: 20 items .* give folds 0-3"):
         random_split(list(range(20)), (0.5, 0.25, 0.25), 0, fold)
+
+
+@pytest.mark.parametrize("count", [160, 13])
+def test_val_folds_validate_every_non_test_item_once_and_keep_the_test_split(count):
+    items = [f"img{i:03d}" for i in range(count)]
+    labels = [str(i % 3) for i in range(count)]
+    fractions = (0.5, 0.25, 0.25)
+    plain = stratified_split(items, labels, fractions, 7, fold=1)
+    folds = val_fold_count(count, fractions)
+    assert folds == (count - len(plain["test"])) // len(plain["val"])
+    splits = [stratified_split(items, labels, fractions, 7, 1, j) for j in range(folds)]
+    assert splits[0] == plain
+    validated = [item for split in splits for item in split["val"]]
+    assert len(validated) == len(set(validated)) == folds * len(plain["val"])
+    assert not set(validated) & set(plain["test"])
+    for split in splits:  # the test split never moves; train and val stay disjoint
+        assert split["test"] == plain["test"]
+        assert sorted(i for part in split.values() for i in part) == items
+
+
+def test_a_val_fold_that_does_not_exist_names_the_val_folds_there_are():
+    with pytest.raises(FoldError, match=r"val_fold 3 does not exist: .* give val folds 0-2"):
+        random_split(list(range(20)), (0.5, 0.25, 0.25), 0, 0, 3)

@@ -1,0 +1,211 @@
+"""Choose between PH2 recipes without the test split: validation IoU over every non-test image.
+
+    make bench-select EXP="smp_fpn_effl2"
+    make bench-select EXP=smp_fpn_effl2 \\
+        ARGS="--args=--model.freeze_encoder_bn=false --label=unfrozen"
+
+Why: a recipe is chosen on the validation split, 40 PH2 images, whose IoU moves by about
++-0.03 with the draw of images, so one validation quarter can prefer a recipe that the next
+quarter would not. Nested cross-validation keeps the test split (fold 0's, the one every table
+reports) where it is and rotates which quarter of the other 120 images validates
+(``data.init_args.val_fold`` 0-2): each fit trains on two quarters and chooses its epoch and
+threshold on the third, and ``lightning-seg validate`` scores that third with the chosen
+checkpoint. Pooled over the three, every non-test image is a validation image once, and two
+recipes are compared image by image (a paired bootstrap) on 120 images instead of 40.
+
+Nothing here runs ``test``: the figures may choose a recipe, which is then tested once
+(``make bench-accuracy``). Val fold 0 is the fit of the fixed split. Results go to
+``benchmarks/results/selection.json`` and ``.md`` after every fit, so a stopped run resumes
+(``--fresh`` starts over). It asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from accuracy import RESULTS, ROOT, lightning_seg, newest_run
+from common import machine  # benchmarks/: scripts run from their folder
+from crossval import entry_name, paired, todo
+
+from lightning_seg.evaluations import counts_of, worst_images
+from lightning_seg.intervals import dataset_iou, iou_interval
+
+#: PH2's 50/25/25 split: its 120 train + val images hold three validation quarters.
+VAL_FOLDS = (0, 1, 2)
+
+
+def validation_result(run: Path, checkpoint: str) -> dict[str, Any]:
+    """``validate``'s record of this checkpoint (``<run>/evaluations/validate-<ckpt>.json``)."""
+    for path in sorted(run.parent.glob("*/evaluations/validate-*.json")):
+        result = json.loads(path.read_text())
+        if result.get("checkpoint") == str(Path(checkpoint).resolve()):
+            return result
+    raise RuntimeError(f"no validation result for {checkpoint} under {run.parent}")
+
+
+def run_val_fold(
+    name: str, val_fold: int, runs_dir: Path, extra: list[str], logs: Path
+) -> dict[str, Any]:
+    """Fit ``name`` on val fold ``val_fold``, then validate its chosen checkpoint: the fold's
+    validation IoU and its per-image counts."""
+    runs = runs_dir / f"val_fold{val_fold}"
+    log = logs / f"val_fold{val_fold}" / f"{name}.log"
+    log.unlink(missing_ok=True)
+    args = ["--experiment", name, f"--runs_dir={runs}", f"--data.init_args.val_fold={val_fold}",
+            *extra]  # fmt: skip
+    start = time.time()
+    code, last = lightning_seg("fit", *args, log=log)
+    if code:
+        raise RuntimeError(f"{name}: fit failed (exit {code}); see {log}: {last}")
+    run = newest_run(runs, name, start - 1)
+    summary = json.loads((run / "summary.json").read_text())
+    best = summary["best_checkpoint"]
+    code, last = lightning_seg("validate", *args, f"--ckpt_path={best}", log=log)
+    if code:
+        raise RuntimeError(f"{name}: validate failed (exit {code}); see {log}: {last}")
+    result = validation_result(run, best)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    if result.get("held_out") is False:  # the val fold must reach validate as it reached fit
+        raise RuntimeError(f"{name} val fold {val_fold}: the validation images trained it")
+    images = [{k: r[k] for k in ("name", "iou", "intersection", "union")}
+              for r in result["images"]]  # fmt: skip
+    return {
+        "fold": val_fold,
+        "val_iou": result["val/iou"],
+        "threshold": summary.get("threshold"),
+        "epochs": summary.get("epochs"),
+        "wall_time_s": summary.get("wall_time_s"),
+        "precision": str((config.get("trainer") or {}).get("precision") or "32-true"),
+        "run_dir": str(run),
+        "best_checkpoint": best,
+        "images": images,
+    }
+
+
+def pooled(folds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The validation IoU over every validated image, its bootstrap interval, the folds'."""
+    records = [record for fold in folds for record in fold["images"]]
+    inter, union = counts_of(records)
+    low, high = iou_interval(inter, union)
+    scores = [fold["val_iou"] for fold in folds]
+    return {
+        "folds": len(folds),
+        "images": len(records),
+        "val_iou": round(float(dataset_iou(inter, union)), 6),
+        "val_iou_ci": [round(low, 6), round(high, 6)],
+        "fold_val_iou": scores,
+        "fold_mean": statistics.fmean(scores),
+        "fold_sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+        "val_iou_per_image": statistics.fmean(r["iou"] for r in records),
+        "worst_images": worst_images(records, 3),
+        "wall_time_s_median": statistics.median(fold["wall_time_s"] for fold in folds),
+    }
+
+
+def markdown(table: dict[str, Any]) -> str:
+    lines = [
+        "PH2, nested cross-validation inside fold 0 (data.init_args.val_fold 0-2: each fit "
+        "trains on two quarters of the 120 non-test images and chooses its epoch and threshold "
+        "on the third, which `validate` then scores; the test split is never read); each "
+        "experiment's shipped recipe, a NAME:LABEL row the variant its flags name; "
+        + "; ".join(table.get("machines", []))
+        + ".",
+        "",
+        "| experiment | val folds | val IoU, all images | 95 % CI | val IoU per fold | fold mean "
+        "+- sd | per image | worst images | wall time per fit (median) |",
+        "|---|---:|---:|---:|---|---:|---:|---|---:|",
+    ]
+    for name, entry in table.get("experiments", {}).items():
+        p = entry.get("pooled")
+        if not p:
+            continue
+        folds = [entry["folds"][k] for k in sorted(entry["folds"], key=int)]
+        per_fold = ", ".join(f"{f['fold']}: {f['val_iou']:.4f}" for f in folds)
+        shown = f"`{name}` (`{entry['args']}`)" if entry.get("args") else f"`{name}`"
+        lines.append(
+            f"| {shown} | {p['folds']} ({p['images']} images) | {p['val_iou']:.4f} | "
+            f"{p['val_iou_ci'][0]:.3f}-{p['val_iou_ci'][1]:.3f} | {per_fold} | "
+            f"{p['fold_mean']:.4f} +- {p['fold_sd']:.4f} | {p['val_iou_per_image']:.4f} | "
+            f"{p['worst_images']} | {p['wall_time_s_median'] / 60:.1f} min |"
+        )
+    differences = paired(table)
+    if differences:
+        lines += ["", "Paired differences of the pooled val IoU (same images):", "", *differences]
+    return "\n".join(lines) + "\n"
+
+
+def save(table: dict[str, Any], output: Path) -> None:
+    for entry in table.get("experiments", {}).values():
+        folds = [entry["folds"][k] for k in sorted(entry["folds"], key=int)]
+        entry["pooled"] = pooled(folds) if folds else None
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "selection.json").write_text(json.dumps(table, indent=1) + "\n")
+    (output / "selection.md").write_text(markdown(table))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--experiments", nargs="+", required=True,
+                        help="experiments to compare")  # fmt: skip
+    parser.add_argument("--val_folds", nargs="*", type=int, default=list(VAL_FOLDS),
+                        help="val folds to run (default 0-2)")  # fmt: skip
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--runs_dir", type=Path, default=ROOT / "runs" / "bench-select")
+    parser.add_argument("--fresh", action="store_true", help="ignore folds already measured")
+    parser.add_argument("--args", default="", help="extra flags for every fit and validate")
+    parser.add_argument(
+        "--label", default="", help="with --args: the table names these folds NAME:LABEL"
+    )
+    opts = parser.parse_args()
+    if opts.args and not opts.label:
+        parser.error("--args changes the recipe: name the variant with --label")
+    names = [n for chunk in opts.experiments for n in chunk.split()]
+    path = opts.output / "selection.json"
+    table = {} if opts.fresh or not path.is_file() else json.loads(path.read_text())
+    fits = todo(names, opts.val_folds, table, opts.label)
+    print(f"bench-select: {len(fits)} fit(s) to run, val folds {opts.val_folds} of "
+          f"{', '.join(names)}", flush=True)  # fmt: skip
+    here, failed = machine(), 0
+    for i, (name, val_fold) in enumerate(fits, 1):
+        shown = entry_name(name, opts.label)
+        print(f"[{i}/{len(fits)}] {shown} val fold {val_fold}: fit + validate ...", flush=True)
+        try:
+            result = run_val_fold(name, val_fold, opts.runs_dir.resolve(), opts.args.split(),
+                                  opts.runs_dir / "logs")  # fmt: skip
+        except RuntimeError as error:  # one broken fit must not cost the others
+            print(f"[{i}/{len(fits)}] {shown} val fold {val_fold}: FAILED: {error}", flush=True)
+            failed += 1
+            continue
+        result["machine"] = here
+        if here not in table.setdefault("machines", []):
+            table["machines"].append(here)
+        entry = table.setdefault("experiments", {}).setdefault(
+            shown, {"args": opts.args, "folds": {}}
+        )
+        entry["folds"][str(val_fold)] = result
+        save(table, opts.output)
+        print(f"[{i}/{len(fits)}] {shown} val fold {val_fold}: val IoU "
+              f"{result['val_iou']:.4f}, {result['wall_time_s'] / 60:.1f} min",
+              flush=True)  # fmt: skip
+    for name in names:
+        entry = table.get("experiments", {}).get(entry_name(name, opts.label))
+        if entry and entry.get("pooled"):
+            p = entry["pooled"]
+            print(f"{entry_name(name, opts.label)}: val IoU over {p['images']} images of "
+                  f"{p['folds']} val fold(s) {p['val_iou']:.4f} (95 % CI "
+                  f"{p['val_iou_ci'][0]:.3f}-{p['val_iou_ci'][1]:.3f})")  # fmt: skip
+    for line in paired(table):
+        print(line)
+    if table:
+        print(f"table: {opts.output / 'selection.md'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
