@@ -234,8 +234,7 @@ class FileDataModule(SegmentationDataModule):
             try:
                 splits = found if isinstance(found, dict) else self.split(sorted(found))
             except FoldError as error:
-                setting = str(error).split(" ", 1)[0]
-                raise ConfigurationError(f"data.{setting}: {self.name}: {error}") from None
+                raise ConfigurationError(f"data.{error.setting}: {self.name}: {error}") from None
             empty = [name for name in ("train", "val", "test") if not splits.get(name)]
             if empty:
                 raise ConfigurationError(

@@ -36,7 +36,12 @@ def _sizes(count: int, fractions: Sequence[float]) -> list[int]:
 
 
 class FoldError(ValueError):
-    """A fold outside the folds that the items and the test fraction allow."""
+    """A fold (or val fold) outside the folds that the items and the fractions allow;
+    ``setting`` names which of the two."""
+
+    def __init__(self, message: str, setting: str = "fold") -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 def _test_size(sizes: Sequence[int]) -> int:
@@ -75,7 +80,8 @@ def _cut(
     if not 0 <= val_fold < val_folds:
         raise FoldError(
             f"val_fold {val_fold} does not exist: the train + val items of {len(ordered)} "
-            f"split {tuple(fractions)} give val folds 0-{val_folds - 1}"
+            f"split {tuple(fractions)} give val folds 0-{val_folds - 1}",
+            setting="val_fold",
         )
     sizes = _sizes(len(ordered), fractions)
     ordered = _rotate(ordered, fold * _test_size(sizes))
