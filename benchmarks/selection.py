@@ -13,7 +13,9 @@ threshold on the third, and ``lightning-seg validate`` scores that third with th
 checkpoint. Pooled over the three, every non-test image is a validation image once, and two
 recipes are compared image by image (a paired bootstrap) on 120 images instead of 40.
 
-Nothing here runs ``test``: the figures may choose a recipe, which is then tested once
+Each quarter also chose its fit's epoch and threshold, so these figures run a little high for
+every recipe alike: they rank recipes, they do not estimate test IoU (``make bench-crossval``
+does). Nothing here runs ``test``: the figures may choose a recipe, which is then tested once
 (``make bench-accuracy``). Val fold 0 is the fit of the fixed split. Results go to
 ``benchmarks/results/selection.json`` and ``.md`` after every fit, so a stopped run resumes
 (``--fresh`` starts over). It asserts nothing.
