@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,25 +51,33 @@ def run_fold(name: str, fold: int, runs_dir: Path, extra: list[str], logs: Path)
     return {"fold": fold, **{k: row.get(k) for k in keep}, "images": images}
 
 
-def pooled(folds: list[dict[str, Any]]) -> dict[str, Any]:
-    """One estimate from the folds: the IoU over every tested image with its bootstrap
-    interval, the folds' own IoUs (mean and standard deviation), and the worst images."""
+def pool(folds: list[dict[str, Any]], score: str) -> dict[str, Any]:
+    """One estimate from the folds' ``score`` split (``test`` here, ``val`` in selection.py):
+    the IoU over every scored image with its bootstrap interval, the folds' own IoUs (mean and
+    standard deviation), the worst images and the median fit time."""
     records = [record for fold in folds for record in fold["images"]]
     inter, union = counts_of(records)
     low, high = iou_interval(inter, union)
-    scores = [fold["test_iou"] for fold in folds]
+    scores = [fold[f"{score}_iou"] for fold in folds]
     return {
         "folds": len(folds),
         "images": len(records),
-        "test_iou": round(float(dataset_iou(inter, union)), 6),
-        "test_iou_ci": [round(low, 6), round(high, 6)],
-        "fold_test_iou": scores,
+        f"{score}_iou": round(float(dataset_iou(inter, union)), 6),
+        f"{score}_iou_ci": [round(low, 6), round(high, 6)],
+        f"fold_{score}_iou": scores,
         "fold_mean": statistics.fmean(scores),
         "fold_sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
-        "test_iou_per_image": statistics.fmean(r["iou"] for r in records),
+        f"{score}_iou_per_image": statistics.fmean(r["iou"] for r in records),
         "worst_images": worst_images(records, 3),
-        "val_iou_mean": statistics.fmean(fold["val_iou"] for fold in folds),
         "wall_time_s_median": statistics.median(fold["wall_time_s"] for fold in folds),
+    }
+
+
+def pooled(folds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The pooled test estimate, with the folds' mean validation IoU and their precision."""
+    return {
+        **pool(folds, "test"),
+        "val_iou_mean": statistics.fmean(fold["val_iou"] for fold in folds),
         "precision": "/".join(sorted({str(fold["precision"]) for fold in folds})),
     }
 
@@ -116,6 +125,40 @@ def todo(
         for fold in folds
         if str(fold) not in done.get(entry_name(name, label), {}).get("folds", {})
     ]
+
+
+def run_fits(
+    fits: list[tuple[str, int]],
+    table: dict[str, Any],
+    args: str,
+    label: str,
+    run: Callable[[str, int], dict[str, Any]],
+    save: Callable[[], None],
+    what: str,
+    done: Callable[[dict[str, Any]], str],
+) -> int:
+    """Run each (experiment, fold) fit, record it in ``table`` under its entry with the machine
+    it ran on, and save after every one, so a stopped run resumes; how many failed."""
+    here, failed = machine(), 0
+    for i, (name, fold) in enumerate(fits, 1):
+        shown = f"[{i}/{len(fits)}] {entry_name(name, label)} {what} {fold}"
+        print(f"{shown}: fit ...", flush=True)
+        try:
+            result = run(name, fold)
+        except RuntimeError as error:  # one broken fit must not cost the others
+            print(f"{shown}: FAILED: {error}", flush=True)
+            failed += 1
+            continue
+        result["machine"] = here
+        if here not in table.setdefault("machines", []):
+            table["machines"].append(here)
+        entry = table.setdefault("experiments", {}).setdefault(
+            entry_name(name, label), {"args": args, "folds": {}}
+        )
+        entry["folds"][str(fold)] = result
+        save()
+        print(f"{shown}: {done(result)}, {result['wall_time_s'] / 60:.1f} min", flush=True)
+    return failed
 
 
 def markdown(table: dict[str, Any]) -> str:
@@ -190,28 +233,13 @@ def main() -> int:
     fits = todo(names, opts.folds, table, opts.label)
     print(f"bench-crossval: {len(fits)} fit(s) to run, folds {opts.folds} of {', '.join(names)}",
           flush=True)  # fmt: skip
-    here, failed = machine(), 0
-    for i, (name, fold) in enumerate(fits, 1):
-        print(f"[{i}/{len(fits)}] {name} fold {fold}: fit + test ...", flush=True)
-        try:
-            result = run_fold(name, fold, opts.runs_dir.resolve(), opts.args.split(),
-                              opts.runs_dir / "logs")  # fmt: skip
-        except RuntimeError as error:  # one broken fold must not cost the others
-            print(f"[{i}/{len(fits)}] {name} fold {fold}: FAILED: {error}", flush=True)
-            failed += 1
-            continue
-        result["machine"] = here
-        table.setdefault("machines", [])
-        if here not in table["machines"]:
-            table["machines"].append(here)
-        entry = table.setdefault("experiments", {}).setdefault(
-            entry_name(name, opts.label), {"args": opts.args, "folds": {}}
-        )
-        entry["folds"][str(fold)] = result
-        save(table, opts.output)
-        print(f"[{i}/{len(fits)}] {name} fold {fold}: val IoU {result['val_iou']:.4f}, "
-              f"test IoU {result['test_iou']:.4f}, {result['wall_time_s'] / 60:.1f} min",
-              flush=True)  # fmt: skip
+    failed = run_fits(
+        fits, table, opts.args, opts.label,
+        run=lambda name, fold: run_fold(name, fold, opts.runs_dir.resolve(), opts.args.split(),
+                                        opts.runs_dir / "logs"),
+        save=lambda: save(table, opts.output),
+        what="fold", done=lambda r: f"val IoU {r['val_iou']:.4f}, test IoU {r['test_iou']:.4f}",
+    )  # fmt: skip
     for name in names:
         entry = table.get("experiments", {}).get(entry_name(name, opts.label))
         if entry and entry.get("pooled"):

@@ -25,18 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 from accuracy import RESULTS, ROOT, lightning_seg, newest_run
-from common import machine  # benchmarks/: scripts run from their folder
-from crossval import entry_name, paired, todo
-
-from lightning_seg.evaluations import counts_of, worst_images
-from lightning_seg.intervals import dataset_iou, iou_interval
+from crossval import entry_name, paired, pool, run_fits, todo
 
 #: PH2's 50/25/25 split: its 120 train + val images hold three validation quarters.
 VAL_FOLDS = (0, 1, 2)
@@ -90,26 +85,6 @@ def run_val_fold(
     }
 
 
-def pooled(folds: list[dict[str, Any]]) -> dict[str, Any]:
-    """The validation IoU over every validated image, its bootstrap interval, the folds'."""
-    records = [record for fold in folds for record in fold["images"]]
-    inter, union = counts_of(records)
-    low, high = iou_interval(inter, union)
-    scores = [fold["val_iou"] for fold in folds]
-    return {
-        "folds": len(folds),
-        "images": len(records),
-        "val_iou": round(float(dataset_iou(inter, union)), 6),
-        "val_iou_ci": [round(low, 6), round(high, 6)],
-        "fold_val_iou": scores,
-        "fold_mean": statistics.fmean(scores),
-        "fold_sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
-        "val_iou_per_image": statistics.fmean(r["iou"] for r in records),
-        "worst_images": worst_images(records, 3),
-        "wall_time_s_median": statistics.median(fold["wall_time_s"] for fold in folds),
-    }
-
-
 def markdown(table: dict[str, Any]) -> str:
     lines = [
         "PH2, nested cross-validation inside fold 0 (data.init_args.val_fold 0-2: each fit "
@@ -145,7 +120,7 @@ def markdown(table: dict[str, Any]) -> str:
 def save(table: dict[str, Any], output: Path) -> None:
     for entry in table.get("experiments", {}).values():
         folds = [entry["folds"][k] for k in sorted(entry["folds"], key=int)]
-        entry["pooled"] = pooled(folds) if folds else None
+        entry["pooled"] = pool(folds, "val") if folds else None
     output.mkdir(parents=True, exist_ok=True)
     (output / "selection.json").write_text(json.dumps(table, indent=1) + "\n")
     (output / "selection.md").write_text(markdown(table))
@@ -173,28 +148,13 @@ def main() -> int:
     fits = todo(names, opts.val_folds, table, opts.label)
     print(f"bench-select: {len(fits)} fit(s) to run, val folds {opts.val_folds} of "
           f"{', '.join(names)}", flush=True)  # fmt: skip
-    here, failed = machine(), 0
-    for i, (name, val_fold) in enumerate(fits, 1):
-        shown = entry_name(name, opts.label)
-        print(f"[{i}/{len(fits)}] {shown} val fold {val_fold}: fit + validate ...", flush=True)
-        try:
-            result = run_val_fold(name, val_fold, opts.runs_dir.resolve(), opts.args.split(),
-                                  opts.runs_dir / "logs")  # fmt: skip
-        except RuntimeError as error:  # one broken fit must not cost the others
-            print(f"[{i}/{len(fits)}] {shown} val fold {val_fold}: FAILED: {error}", flush=True)
-            failed += 1
-            continue
-        result["machine"] = here
-        if here not in table.setdefault("machines", []):
-            table["machines"].append(here)
-        entry = table.setdefault("experiments", {}).setdefault(
-            shown, {"args": opts.args, "folds": {}}
-        )
-        entry["folds"][str(val_fold)] = result
-        save(table, opts.output)
-        print(f"[{i}/{len(fits)}] {shown} val fold {val_fold}: val IoU "
-              f"{result['val_iou']:.4f}, {result['wall_time_s'] / 60:.1f} min",
-              flush=True)  # fmt: skip
+    failed = run_fits(
+        fits, table, opts.args, opts.label,
+        run=lambda name, fold: run_val_fold(name, fold, opts.runs_dir.resolve(),
+                                            opts.args.split(), opts.runs_dir / "logs"),
+        save=lambda: save(table, opts.output),
+        what="val fold", done=lambda r: f"val IoU {r['val_iou']:.4f}",
+    )  # fmt: skip
     for name in names:
         entry = table.get("experiments", {}).get(entry_name(name, opts.label))
         if entry and entry.get("pooled"):
