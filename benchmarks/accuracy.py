@@ -92,18 +92,24 @@ def newest_run(runs_dir: Path, experiment: str, since: float) -> Path:
     return max(folders, key=lambda p: p.stat().st_mtime)
 
 
-def test_result(runs_dir: Path, experiment: str, checkpoint: str) -> dict[str, Any]:
-    """The test result of this checkpoint (``<run>/evaluations/test-<checkpoint>.json``)."""
-    for path in sorted((runs_dir / experiment).glob("*/evaluations/test-*.json")):
+def evaluation_result(
+    runs_dir: Path, experiment: str, checkpoint: str, stage: str = "test"
+) -> dict[str, Any]:
+    """What ``stage`` (``test`` or ``validate``) recorded for this checkpoint
+    (``<run>/evaluations/<stage>-<checkpoint>.json``)."""
+    for path in sorted((runs_dir / experiment).glob(f"*/evaluations/{stage}-*.json")):
         result = json.loads(path.read_text())
         if result.get("checkpoint") == str(Path(checkpoint).resolve()):
             return result
-    raise RuntimeError(f"{experiment}: no test result for {checkpoint}")
+    raise RuntimeError(f"{experiment}: no {stage} result for {checkpoint}")
 
 
-def run_experiment(name: str, runs_dir: Path, extra: list[str], logs: Path) -> dict[str, Any]:
-    """Fit ``name`` with its recipe, test its best checkpoint, return the table row."""
-    log = logs / f"{name}.log"
+def fit_experiment(
+    name: str, runs_dir: Path, extra: list[str], log: Path
+) -> tuple[Path, dict[str, Any], list[str], str]:
+    """Fit ``name`` with its recipe as a user would, falling back to its offline flags when its
+    weights cannot be downloaded: the run folder, its summary, the flags it ran with (for the
+    evaluation that follows) and a note saying which fallback it took."""
     log.unlink(missing_ok=True)
     args = ["--experiment", name, f"--runs_dir={runs_dir}", *extra]
     note = ""
@@ -117,12 +123,25 @@ def run_experiment(name: str, runs_dir: Path, extra: list[str], logs: Path) -> d
     if code:
         raise RuntimeError(f"{name}: fit failed (exit {code}); see {log}: {last}")
     run = newest_run(runs_dir, name, start - 1)
-    summary = json.loads((run / "summary.json").read_text())
-    best = summary["best_checkpoint"]
-    code, last = lightning_seg("test", *args, f"--ckpt_path={best}", log=log)
+    return run, json.loads((run / "summary.json").read_text()), args, note
+
+
+def evaluate(
+    stage: str, name: str, runs_dir: Path, args: list[str], checkpoint: str, log: Path
+) -> dict[str, Any]:
+    """Run ``lightning-seg test`` or ``validate`` on ``checkpoint``; what it recorded."""
+    code, last = lightning_seg(stage, *args, f"--ckpt_path={checkpoint}", log=log)
     if code:
-        raise RuntimeError(f"{name}: test failed (exit {code}); see {log}: {last}")
-    test = test_result(runs_dir, name, best)
+        raise RuntimeError(f"{name}: {stage} failed (exit {code}); see {log}: {last}")
+    return evaluation_result(runs_dir, name, checkpoint, stage)
+
+
+def run_experiment(name: str, runs_dir: Path, extra: list[str], logs: Path) -> dict[str, Any]:
+    """Fit ``name`` with its recipe, test its best checkpoint, return the table row."""
+    log = logs / f"{name}.log"
+    run, summary, args, note = fit_experiment(name, runs_dir, extra, log)
+    best = summary["best_checkpoint"]
+    test = evaluate("test", name, runs_dir, args, best, log)
     config = yaml.safe_load((run / "config.yaml").read_text())
     model = config.get("model") or {}
     tta = model.get("tta", "none")

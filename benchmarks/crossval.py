@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from accuracy import PH2_EXPERIMENTS, RESULTS, ROOT, run_experiment, test_result
+from accuracy import PH2_EXPERIMENTS, RESULTS, ROOT, evaluation_result, run_experiment
 from common import machine  # benchmarks/: scripts run from their folder
 
 from lightning_seg.evaluations import counts_of, worst_images
@@ -42,13 +42,18 @@ def run_fold(name: str, fold: int, runs_dir: Path, extra: list[str], logs: Path)
     """Fit and test ``name`` on ``fold``; the fold's scores and its per-image counts."""
     args = [f"--data.init_args.fold={fold}", *extra]
     row = run_experiment(name, runs_dir / f"fold{fold}", args, logs / f"fold{fold}")
-    test = test_result(runs_dir / f"fold{fold}", name, row["best_checkpoint"])
+    test = evaluation_result(runs_dir / f"fold{fold}", name, row["best_checkpoint"])
     if test.get("held_out") is False:  # the fold flag must reach test as it reached fit
         raise RuntimeError(f"{name} fold {fold}: the test images trained or chose the model")
     keep = ("val_iou", "test_iou", "test_iou_ci", "threshold", "epochs", "wall_time_s",
             "precision", "run_dir", "best_checkpoint", "note")  # fmt: skip
-    images = [{k: r[k] for k in ("name", "iou", "intersection", "union")} for r in test["images"]]
-    return {"fold": fold, **{k: row.get(k) for k in keep}, "images": images}
+    return {"fold": fold, **{k: row.get(k) for k in keep}, "images": image_counts(test)}
+
+
+def image_counts(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each scored image's name, IoU and counts from an evaluation record: what pooling needs."""
+    return [{k: r[k] for k in ("name", "iou", "intersection", "union")}
+            for r in evaluation["images"]]  # fmt: skip
 
 
 def pool(folds: list[dict[str, Any]], score: str) -> dict[str, Any]:

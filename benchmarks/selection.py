@@ -25,25 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import yaml
-from accuracy import RESULTS, ROOT, lightning_seg, newest_run
-from crossval import entry_name, paired, pool, run_fits, todo
+from accuracy import RESULTS, ROOT, evaluate, fit_experiment
+from crossval import entry_name, image_counts, paired, pool, run_fits, todo
 
 #: PH2's 50/25/25 split: its 120 train + val images hold three validation quarters.
 VAL_FOLDS = (0, 1, 2)
-
-
-def validation_result(run: Path, checkpoint: str) -> dict[str, Any]:
-    """``validate``'s record of this checkpoint (``<run>/evaluations/validate-<ckpt>.json``)."""
-    for path in sorted(run.parent.glob("*/evaluations/validate-*.json")):
-        result = json.loads(path.read_text())
-        if result.get("checkpoint") == str(Path(checkpoint).resolve()):
-            return result
-    raise RuntimeError(f"no validation result for {checkpoint} under {run.parent}")
 
 
 def run_val_fold(
@@ -53,25 +43,14 @@ def run_val_fold(
     validation IoU and its per-image counts."""
     runs = runs_dir / f"val_fold{val_fold}"
     log = logs / f"val_fold{val_fold}" / f"{name}.log"
-    log.unlink(missing_ok=True)
-    args = ["--experiment", name, f"--runs_dir={runs}", f"--data.init_args.val_fold={val_fold}",
-            *extra]  # fmt: skip
-    start = time.time()
-    code, last = lightning_seg("fit", *args, log=log)
-    if code:
-        raise RuntimeError(f"{name}: fit failed (exit {code}); see {log}: {last}")
-    run = newest_run(runs, name, start - 1)
-    summary = json.loads((run / "summary.json").read_text())
+    run, summary, args, _ = fit_experiment(
+        name, runs, [f"--data.init_args.val_fold={val_fold}", *extra], log
+    )
     best = summary["best_checkpoint"]
-    code, last = lightning_seg("validate", *args, f"--ckpt_path={best}", log=log)
-    if code:
-        raise RuntimeError(f"{name}: validate failed (exit {code}); see {log}: {last}")
-    result = validation_result(run, best)
-    config = yaml.safe_load((run / "config.yaml").read_text())
+    result = evaluate("validate", name, runs, args, best, log)
     if result.get("held_out") is False:  # the val fold must reach validate as it reached fit
         raise RuntimeError(f"{name} val fold {val_fold}: the validation images trained it")
-    images = [{k: r[k] for k in ("name", "iou", "intersection", "union")}
-              for r in result["images"]]  # fmt: skip
+    config = yaml.safe_load((run / "config.yaml").read_text())
     return {
         "fold": val_fold,
         "val_iou": result["val/iou"],
@@ -81,7 +60,7 @@ def run_val_fold(
         "precision": str((config.get("trainer") or {}).get("precision") or "32-true"),
         "run_dir": str(run),
         "best_checkpoint": best,
-        "images": images,
+        "images": image_counts(result),
     }
 
 

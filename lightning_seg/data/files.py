@@ -225,8 +225,8 @@ class FileDataModule(SegmentationDataModule):
         if self._splits is None:
             self.check_root()
             found = self.find_pairs()
-            setting = "fold" if self.fold else "val_fold"
             if isinstance(found, dict) and (self.fold or self.val_fold):
+                setting = "fold" if self.fold else "val_fold"
                 raise ConfigurationError(
                     f"data.{setting}: {self.name} comes split into train / val / test folders "
                     f"under {self.root}, so it has no folds; use 0"
