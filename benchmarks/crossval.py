@@ -119,6 +119,20 @@ def paired(table: dict[str, Any]) -> list[str]:
     return lines
 
 
+def args_conflict(names: list[str], table: dict[str, Any], args: str, label: str = "") -> str:
+    """Why these flags cannot join the table ("" when they can): folds already recorded under
+    the same name were run with other flags, and resuming would pool two recipes as one."""
+    for name in names:
+        entry = table.get("experiments", {}).get(entry_name(name, label))
+        if entry is not None and entry.get("args", "").split() != args.split():
+            return (
+                f"{entry_name(name, label)}: its recorded folds ran with "
+                f"--args={entry.get('args', '')!r}, not {args!r}; name these flags with another "
+                "--label (or --fresh to start the table over)"
+            )
+    return ""
+
+
 def todo(
     names: list[str], folds: list[int], table: dict[str, Any], label: str = ""
 ) -> list[tuple[str, int]]:
@@ -235,6 +249,8 @@ def main() -> int:
     table = {} if opts.fresh or not path.is_file() else json.loads(path.read_text())
     if opts.args and not opts.label:
         parser.error("--args changes the recipe: name the variant with --label")
+    if conflict := args_conflict(names, table, opts.args, opts.label):
+        parser.error(conflict)
     fits = todo(names, opts.folds, table, opts.label)
     print(f"bench-crossval: {len(fits)} fit(s) to run, folds {opts.folds} of {', '.join(names)}",
           flush=True)  # fmt: skip

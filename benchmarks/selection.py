@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 from accuracy import RESULTS, ROOT, evaluate, fit_experiment
-from crossval import entry_name, image_counts, paired, pool, run_fits, todo
+from crossval import args_conflict, entry_name, image_counts, paired, pool, run_fits, todo
 
 #: PH2's 50/25/25 split: its 120 train + val images hold three validation quarters.
 VAL_FOLDS = (0, 1, 2)
@@ -124,6 +124,8 @@ def main() -> int:
     names = [n for chunk in opts.experiments for n in chunk.split()]
     path = opts.output / "selection.json"
     table = {} if opts.fresh or not path.is_file() else json.loads(path.read_text())
+    if conflict := args_conflict(names, table, opts.args, opts.label):
+        parser.error(conflict)
     fits = todo(names, opts.val_folds, table, opts.label)
     print(f"bench-select: {len(fits)} fit(s) to run, val folds {opts.val_folds} of "
           f"{', '.join(names)}", flush=True)  # fmt: skip

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from lightning_seg.data import FolderDataModule
 from tests.data.generated import make_folder
 
@@ -147,6 +149,27 @@ def test_crossval_keeps_a_variant_apart_and_pairs_entries_tested_on_the_same_ima
     (line,) = paired(table)
     assert line.startswith("- `fpn` - `fpn:unfrozen`: +0.0500 (95 % CI")
     assert line.endswith("paired over 4 images)")
+
+
+@pytest.mark.parametrize("script", ["selection.py", "crossval.py"])
+def test_benchmarks_refuse_to_pool_a_label_with_other_flags(tmp_path, script):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from crossval import args_conflict
+
+    recorded = {"experiments": {"fpn:ema": {"args": "--a=1  --b=2", "folds": {"0": {}}}}}
+    assert args_conflict(["fpn"], recorded, "--a=1 --b=2", "ema") == ""  # the same flags resume
+    assert args_conflict(["fpn"], recorded, "--a=1", "other") == ""  # another label: its own row
+    (tmp_path / script.replace(".py", ".json")).write_text(json.dumps(recorded))
+    result = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", "--experiments", "fpn", "--args=--a=1",
+         "--label=ema", "--output", str(tmp_path), "--runs_dir", str(tmp_path / "runs")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    refused = "fpn:ema: its recorded folds ran with --args='--a=1  --b=2', not '--a=1'"
+    assert refused in result.stderr
+    assert not (tmp_path / "runs").exists()  # refused before any fit
+    assert json.loads((tmp_path / script.replace(".py", ".json")).read_text()) == recorded
 
 
 def test_selection_benchmark_validates_every_non_test_image_once_and_never_tests(tmp_path):
