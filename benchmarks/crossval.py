@@ -119,9 +119,12 @@ def paired(table: dict[str, Any]) -> list[str]:
     return lines
 
 
-def args_conflict(names: list[str], table: dict[str, Any], args: str, label: str = "") -> str:
-    """Why these flags cannot join the table ("" when they can): folds already recorded under
-    the same name were run with other flags, and resuming would pool two recipes as one."""
+def variant_error(names: list[str], table: dict[str, Any], args: str, label: str = "") -> str:
+    """Why these flags cannot join the table ("" when they can): flags without a label would
+    mix with the shipped recipe's folds, and a label whose folds ran with other flags would pool
+    two recipes as one."""
+    if args and not label:
+        return "--args changes the recipe: name the variant with --label"
     for name in names:
         entry = table.get("experiments", {}).get(entry_name(name, label))
         if entry is not None and entry.get("args", "").split() != args.split():
@@ -247,10 +250,8 @@ def main() -> int:
     names = [n for chunk in opts.experiments or PH2_EXPERIMENTS for n in chunk.split()]
     path = opts.output / "crossval.json"
     table = {} if opts.fresh or not path.is_file() else json.loads(path.read_text())
-    if opts.args and not opts.label:
-        parser.error("--args changes the recipe: name the variant with --label")
-    if conflict := args_conflict(names, table, opts.args, opts.label):
-        parser.error(conflict)
+    if error := variant_error(names, table, opts.args, opts.label):
+        parser.error(error)
     fits = todo(names, opts.folds, table, opts.label)
     print(f"bench-crossval: {len(fits)} fit(s) to run, folds {opts.folds} of {', '.join(names)}",
           flush=True)  # fmt: skip

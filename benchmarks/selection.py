@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 from accuracy import RESULTS, ROOT, evaluate, fit_experiment
-from crossval import args_conflict, entry_name, image_counts, paired, pool, run_fits, todo
+from crossval import entry_name, image_counts, paired, pool, run_fits, todo, variant_error
 
 #: PH2's 50/25/25 split: its 120 train + val images hold three validation quarters.
 VAL_FOLDS = (0, 1, 2)
@@ -119,13 +119,11 @@ def main() -> int:
         "--label", default="", help="with --args: the table names these folds NAME:LABEL"
     )
     opts = parser.parse_args()
-    if opts.args and not opts.label:
-        parser.error("--args changes the recipe: name the variant with --label")
     names = [n for chunk in opts.experiments for n in chunk.split()]
     path = opts.output / "selection.json"
     table = {} if opts.fresh or not path.is_file() else json.loads(path.read_text())
-    if conflict := args_conflict(names, table, opts.args, opts.label):
-        parser.error(conflict)
+    if error := variant_error(names, table, opts.args, opts.label):
+        parser.error(error)
     fits = todo(names, opts.val_folds, table, opts.label)
     print(f"bench-select: {len(fits)} fit(s) to run, val folds {opts.val_folds} of "
           f"{', '.join(names)}", flush=True)  # fmt: skip

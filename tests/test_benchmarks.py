@@ -154,11 +154,12 @@ def test_crossval_keeps_a_variant_apart_and_pairs_entries_tested_on_the_same_ima
 @pytest.mark.parametrize("script", ["selection.py", "crossval.py"])
 def test_benchmarks_refuse_to_pool_a_label_with_other_flags(tmp_path, script):
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from crossval import args_conflict
+    from crossval import variant_error
 
     recorded = {"experiments": {"fpn:ema": {"args": "--a=1  --b=2", "folds": {"0": {}}}}}
-    assert args_conflict(["fpn"], recorded, "--a=1 --b=2", "ema") == ""  # the same flags resume
-    assert args_conflict(["fpn"], recorded, "--a=1", "other") == ""  # another label: its own row
+    assert variant_error(["fpn"], recorded, "--a=1 --b=2", "ema") == ""  # the same flags resume
+    assert variant_error(["fpn"], recorded, "--a=1", "other") == ""  # another label: its own row
+    assert "name the variant with --label" in variant_error(["fpn"], recorded, "--a=1")
     (tmp_path / script.replace(".py", ".json")).write_text(json.dumps(recorded))
     result = subprocess.run(
         [sys.executable, f"benchmarks/{script}", "--experiments", "fpn", "--args=--a=1",
