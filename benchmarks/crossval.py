@@ -183,6 +183,55 @@ def run_fits(
     return failed
 
 
+def ordered_folds(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    return [entry["folds"][k] for k in sorted(entry["folds"], key=int)]
+
+
+def pooled_rows(table: dict[str, Any], score: str) -> list[tuple[str, dict[str, Any]]]:
+    """Each pooled entry's leading table cells (name and flags, folds, the pooled ``score`` IoU
+    with its interval, per fold, mean +- sd, per image, worst images) and its pooled figures,
+    to which each benchmark adds its own columns."""
+    rows = []
+    for name, entry in table.get("experiments", {}).items():
+        p = entry.get("pooled")
+        if not p:
+            continue
+        per_fold = ", ".join(f"{f['fold']}: {f[f'{score}_iou']:.4f}" for f in ordered_folds(entry))
+        shown = f"`{name}` (`{entry['args']}`)" if entry.get("args") else f"`{name}`"
+        low, high = p[f"{score}_iou_ci"]
+        rows.append((
+            f"| {shown} | {p['folds']} ({p['images']} images) | {p[f'{score}_iou']:.4f} | "
+            f"{low:.3f}-{high:.3f} | {per_fold} | {p['fold_mean']:.4f} +- {p['fold_sd']:.4f} | "
+            f"{p[f'{score}_iou_per_image']:.4f} | {p['worst_images']} |",
+            p,
+        ))  # fmt: skip
+    return rows
+
+
+def paired_section(table: dict[str, Any], score: str) -> list[str]:
+    differences = paired(table)
+    if not differences:
+        return []
+    return ["", f"Paired differences of the pooled {score} IoU (same images):", "", *differences]
+
+
+def write_table(
+    table: dict[str, Any],
+    output: Path,
+    stem: str,
+    pooling: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    markdown: Callable[[dict[str, Any]], str],
+) -> None:
+    """Pool every entry's folds, then write ``<stem>.json`` (what a rerun resumes from) and
+    ``<stem>.md``."""
+    for entry in table.get("experiments", {}).values():
+        folds = ordered_folds(entry)
+        entry["pooled"] = pooling(folds) if folds else None
+    output.mkdir(parents=True, exist_ok=True)
+    (output / f"{stem}.json").write_text(json.dumps(table, indent=1) + "\n")
+    (output / f"{stem}.md").write_text(markdown(table))
+
+
 def markdown(table: dict[str, Any]) -> str:
     lines = [
         "PH2, k-fold cross-validation (data.init_args.fold 0-3: each fold trains on half of the "
@@ -195,33 +244,16 @@ def markdown(table: dict[str, Any]) -> str:
         "| precision |",
         "|---|---:|---:|---:|---|---:|---:|---|---:|---:|---|",
     ]
-    for name, entry in table.get("experiments", {}).items():
-        p = entry.get("pooled")
-        if not p:
-            continue
-        folds = [entry["folds"][k] for k in sorted(entry["folds"], key=int)]
-        per_fold = ", ".join(f"{f['fold']}: {f['test_iou']:.4f}" for f in folds)
-        shown = f"`{name}` (`{entry['args']}`)" if entry.get("args") else f"`{name}`"
+    for cells, p in pooled_rows(table, "test"):
         lines.append(
-            f"| {shown} | {p['folds']} ({p['images']} images) | {p['test_iou']:.4f} | "
-            f"{p['test_iou_ci'][0]:.3f}-{p['test_iou_ci'][1]:.3f} | {per_fold} | "
-            f"{p['fold_mean']:.4f} +- {p['fold_sd']:.4f} | {p['test_iou_per_image']:.4f} | "
-            f"{p['worst_images']} | {p['val_iou_mean']:.4f} | "
-            f"{p['wall_time_s_median'] / 60:.1f} min | {p['precision']} |"
+            f"{cells} {p['val_iou_mean']:.4f} | {p['wall_time_s_median'] / 60:.1f} min | "
+            f"{p['precision']} |"
         )
-    differences = paired(table)
-    if differences:
-        lines += ["", "Paired differences of the pooled test IoU (same images):", "", *differences]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + paired_section(table, "test")) + "\n"
 
 
 def save(table: dict[str, Any], output: Path) -> None:
-    for entry in table.get("experiments", {}).values():
-        folds = [entry["folds"][k] for k in sorted(entry["folds"], key=int)]
-        entry["pooled"] = pooled(folds) if folds else None
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "crossval.json").write_text(json.dumps(table, indent=1) + "\n")
-    (output / "crossval.md").write_text(markdown(table))
+    write_table(table, output, "crossval", pooled, markdown)
 
 
 def main() -> int:

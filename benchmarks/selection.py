@@ -30,7 +30,18 @@ from typing import Any
 
 import yaml
 from accuracy import RESULTS, ROOT, evaluate, fit_experiment
-from crossval import entry_name, image_counts, paired, pool, run_fits, todo, variant_error
+from crossval import (
+    entry_name,
+    image_counts,
+    paired,
+    paired_section,
+    pool,
+    pooled_rows,
+    run_fits,
+    todo,
+    variant_error,
+    write_table,
+)
 
 #: PH2's 50/25/25 split: its 120 train + val images hold three validation quarters.
 VAL_FOLDS = (0, 1, 2)
@@ -77,32 +88,13 @@ def markdown(table: dict[str, Any]) -> str:
         "+- sd | per image | worst images | wall time per fit (median) |",
         "|---|---:|---:|---:|---|---:|---:|---|---:|",
     ]
-    for name, entry in table.get("experiments", {}).items():
-        p = entry.get("pooled")
-        if not p:
-            continue
-        folds = [entry["folds"][k] for k in sorted(entry["folds"], key=int)]
-        per_fold = ", ".join(f"{f['fold']}: {f['val_iou']:.4f}" for f in folds)
-        shown = f"`{name}` (`{entry['args']}`)" if entry.get("args") else f"`{name}`"
-        lines.append(
-            f"| {shown} | {p['folds']} ({p['images']} images) | {p['val_iou']:.4f} | "
-            f"{p['val_iou_ci'][0]:.3f}-{p['val_iou_ci'][1]:.3f} | {per_fold} | "
-            f"{p['fold_mean']:.4f} +- {p['fold_sd']:.4f} | {p['val_iou_per_image']:.4f} | "
-            f"{p['worst_images']} | {p['wall_time_s_median'] / 60:.1f} min |"
-        )
-    differences = paired(table)
-    if differences:
-        lines += ["", "Paired differences of the pooled val IoU (same images):", "", *differences]
-    return "\n".join(lines) + "\n"
+    for cells, p in pooled_rows(table, "val"):
+        lines.append(f"{cells} {p['wall_time_s_median'] / 60:.1f} min |")
+    return "\n".join(lines + paired_section(table, "val")) + "\n"
 
 
 def save(table: dict[str, Any], output: Path) -> None:
-    for entry in table.get("experiments", {}).values():
-        folds = [entry["folds"][k] for k in sorted(entry["folds"], key=int)]
-        entry["pooled"] = pool(folds, "val") if folds else None
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "selection.json").write_text(json.dumps(table, indent=1) + "\n")
-    (output / "selection.md").write_text(markdown(table))
+    write_table(table, output, "selection", lambda folds: pool(folds, "val"), markdown)
 
 
 def main() -> int:

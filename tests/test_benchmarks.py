@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -110,14 +111,25 @@ def tiny_experiment(tmp_path: Path) -> dict[str, str]:
             "LIGHTNING_SEG_EXPERIMENTS": str(tmp_path / "experiments")}  # fmt: skip
 
 
-def test_crossval_benchmark_tests_every_image_once_over_the_folds(tmp_path):
+def run_tiny_benchmark(tmp_path: Path, script: str, folds_flag: str) -> tuple[dict, Callable]:
+    """Run ``benchmarks/<script>.py`` on the tiny experiment's folds 0 and 1: its table entry,
+    and a rerun of the same command (which should resume)."""
     env = tiny_experiment(tmp_path)
-    command = [sys.executable, "benchmarks/crossval.py", "--experiments", "tiny",
-               "--folds", "0", "1", "--output", str(tmp_path / "out"),
+    command = [sys.executable, f"benchmarks/{script}.py", "--experiments", "tiny",
+               folds_flag, "0", "1", "--output", str(tmp_path / "out"),
                "--runs_dir", str(tmp_path / "runs")]  # fmt: skip
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+
+    result = run()
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    entry = json.loads((tmp_path / "out" / "crossval.json").read_text())["experiments"]["tiny"]
+    return json.loads((tmp_path / "out" / f"{script}.json").read_text())["experiments"]["tiny"], run
+
+
+def test_crossval_benchmark_tests_every_image_once_over_the_folds(tmp_path):
+    entry, rerun = run_tiny_benchmark(tmp_path, "crossval", "--folds")
     tested = [image["name"] for fold in entry["folds"].values() for image in fold["images"]]
     assert sorted(tested) == [f"images/case{i:02d}.jpg" for i in range(8)]
     pooled = entry["pooled"]
@@ -125,7 +137,7 @@ def test_crossval_benchmark_tests_every_image_once_over_the_folds(tmp_path):
     low, high = pooled["test_iou_ci"]
     assert low <= pooled["test_iou"] <= high
     assert "| `tiny` | 2 (8 images) |" in (tmp_path / "out" / "crossval.md").read_text()
-    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    again = rerun()
     assert again.returncode == 0 and "0 fit(s) to run" in again.stdout  # resumes: nothing left
 
 
@@ -174,13 +186,7 @@ def test_benchmarks_refuse_to_pool_a_label_with_other_flags(tmp_path, script):
 
 
 def test_selection_benchmark_validates_every_non_test_image_once_and_never_tests(tmp_path):
-    env = tiny_experiment(tmp_path)
-    command = [sys.executable, "benchmarks/selection.py", "--experiments", "tiny",
-               "--val_folds", "0", "1", "--output", str(tmp_path / "out"),
-               "--runs_dir", str(tmp_path / "runs")]  # fmt: skip
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    entry = json.loads((tmp_path / "out" / "selection.json").read_text())["experiments"]["tiny"]
+    entry, rerun = run_tiny_benchmark(tmp_path, "selection", "--val_folds")
     validated = [image["name"] for fold in entry["folds"].values() for image in fold["images"]]
     assert len(validated) == len(set(validated)) == 4  # the 4 non-test images, each once
     split = FolderDataModule(root=str(tmp_path / "data"), split_fractions=(0.25, 0.25, 0.5))
@@ -191,5 +197,5 @@ def test_selection_benchmark_validates_every_non_test_image_once_and_never_tests
     low, high = pooled["val_iou_ci"]
     assert low <= pooled["val_iou"] <= high
     assert "| `tiny` | 2 (4 images) |" in (tmp_path / "out" / "selection.md").read_text()
-    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    again = rerun()
     assert again.returncode == 0 and "0 fit(s) to run" in again.stdout  # resumes: nothing left

@@ -76,11 +76,4 @@ class CarvanaDataModule(FileDataModule):
         return pairs
 
     def split(self, pairs: list[Pair]) -> dict[str, list[Pair]]:
-        return grouped_split(
-            pairs,
-            [p.label for p in pairs],
-            self.split_fractions,
-            self.seed,
-            self.fold,
-            self.val_fold,
-        )
+        return grouped_split(pairs, [p.label for p in pairs], **self.split_settings)

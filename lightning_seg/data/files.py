@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -182,6 +182,17 @@ class FileDataModule(SegmentationDataModule):
     def split(self, pairs: list[Pair]) -> dict[str, list[Pair]]:
         """Split a list of pairs into train / val / test."""
         raise NotImplementedError
+
+    @property
+    def split_settings(self) -> dict[str, Any]:
+        """The keyword arguments every seeded split function takes (``splits.random_split`` and
+        its stratified and grouped kin), so a new split setting is passed in one place."""
+        return {
+            "fractions": self.split_fractions,
+            "seed": self.seed,
+            "fold": self.fold,
+            "val_fold": self.val_fold,
+        }
 
     def download(self) -> None:
         """Fetch the data when it is absent and a URL is configured (datasets that can)."""

@@ -96,4 +96,4 @@ class FolderDataModule(FileDataModule):
         return self.pairs_in(self.root)
 
     def split(self, pairs: list[Pair]) -> dict[str, list[Pair]]:
-        return random_split(pairs, self.split_fractions, self.seed, self.fold, self.val_fold)
+        return random_split(pairs, **self.split_settings)

@@ -126,11 +126,4 @@ class PH2DataModule(FileDataModule):
         return pairs
 
     def split(self, pairs: list[Pair]) -> dict[str, list[Pair]]:
-        return stratified_split(
-            pairs,
-            [p.label for p in pairs],
-            self.split_fractions,
-            self.seed,
-            self.fold,
-            self.val_fold,
-        )
+        return stratified_split(pairs, [p.label for p in pairs], **self.split_settings)

@@ -74,4 +74,4 @@ class SandstoneDataModule(FileDataModule):
         return pairs
 
     def split(self, pairs: list[Pair]) -> dict[str, list[Pair]]:
-        return random_split(pairs, self.split_fractions, self.seed, self.fold, self.val_fold)
+        return random_split(pairs, **self.split_settings)
