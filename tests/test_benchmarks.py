@@ -158,9 +158,31 @@ def test_crossval_keeps_a_variant_apart_and_pairs_entries_tested_on_the_same_ima
     assert todo(["fpn"], [0, 1, 2], table) == [("fpn", 2)]
     assert todo(["fpn"], [0, 1], table, "frozen") == [("fpn", 0), ("fpn", 1)]
     assert entry_name("fpn", "unfrozen") in table["experiments"]
-    (line,) = paired(table)
-    assert line.startswith("- `fpn` - `fpn:unfrozen`: +0.0500 (95 % CI")
+    (line,) = paired(table)  # the variant against the leader, which is also its recipe
+    assert line.startswith("- `fpn:unfrozen` - `fpn`: -0.0500 (95 % CI")
     assert line.endswith("paired over 4 images)")
+
+
+def test_paired_differences_compare_with_the_best_recipe_and_each_variant_with_its_own():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from crossval import comparisons
+
+    def entry(scores):
+        images = [{"name": f"img{i}", "iou": s, "intersection": [round(100 * s)], "union": [100]}
+                  for i, s in enumerate(scores)]  # fmt: skip
+        return {"folds": {"0": {"fold": 0, "images": images}}}
+
+    table = {"experiments": {
+        "unet": entry([0.8, 0.8]), "unet:wide": entry([0.85, 0.8]),
+        "fpn": entry([0.9, 0.8]), "fpn:ema": entry([0.9, 0.7]),
+        "segnet": entry([0.95]),  # fewer images: neither the leader nor paired
+    }}  # fmt: skip
+    assert comparisons(table) == [
+        ("unet", "fpn"),
+        ("unet:wide", "fpn"),
+        ("fpn:ema", "fpn"),
+        ("unet:wide", "unet"),
+    ]  # four lines where every pair would be ten
 
 
 @pytest.mark.parametrize("script", ["selection.py", "crossval.py"])
