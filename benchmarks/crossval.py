@@ -97,13 +97,17 @@ def records_by_image(entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {r["name"]: r for fold in entry["folds"].values() for r in fold["images"]}
 
 
-def comparisons(table: dict[str, Any]) -> list[tuple[str, str]]:
-    """Which entries to pair, as ``(entry, reference)``: every entry against the leader (the
-    highest pooled IoU among the entries that cover the most images) and every ``NAME:LABEL``
-    variant against its shipped ``NAME``. Two lines an entry at most, where all pairs grow with
-    the square of the table (28 lines for eight recipes)."""
+def scored_entries(table: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Each entry that scored any image: its per-image records by image name."""
     entries = {name: records_by_image(e) for name, e in table.get("experiments", {}).items()}
-    entries = {name: records for name, records in entries.items() if records}
+    return {name: records for name, records in entries.items() if records}
+
+
+def comparisons(entries: dict[str, dict[str, dict[str, Any]]]) -> list[tuple[str, str]]:
+    """Which of :func:`scored_entries` to pair, as ``(entry, reference)``: every entry against
+    the leader (the highest pooled IoU among the entries that cover the most images) and every
+    ``NAME:LABEL`` variant against its shipped ``NAME``. Two lines an entry at most, where all
+    pairs grow with the square of the table (28 lines for eight recipes)."""
     if not entries:
         return []
     most = max(len(records) for records in entries.values())
@@ -121,13 +125,12 @@ def paired(table: dict[str, Any]) -> list[str]:
     """``a - b: +0.0123 (95 % CI ...)`` for the pairs :func:`comparisons` picks, on the images
     both were scored on: the paired bootstrap cancels what the images share, so it tells apart
     recipes whose own intervals overlap."""
+    entries = scored_entries(table)
     lines = []
-    for a, b in comparisons(table):
-        records_a = records_by_image(table["experiments"][a])
-        records_b = records_by_image(table["experiments"][b])
-        order = sorted(records_a)
-        counts_a = counts_of([records_a[n] for n in order])
-        counts_b = counts_of([records_b[n] for n in order])
+    for a, b in comparisons(entries):
+        order = sorted(entries[a])
+        counts_a = counts_of([entries[a][n] for n in order])
+        counts_b = counts_of([entries[b][n] for n in order])
         difference, low, high = paired_difference(counts_a, counts_b)
         lines.append(
             f"- `{a}` - `{b}`: {difference:+.4f} (95 % CI {low:+.4f} to {high:+.4f}, "

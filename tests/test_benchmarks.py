@@ -165,7 +165,7 @@ def test_crossval_keeps_a_variant_apart_and_pairs_entries_tested_on_the_same_ima
 
 def test_paired_differences_compare_with_the_best_recipe_and_each_variant_with_its_own():
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from crossval import comparisons
+    from crossval import comparisons, scored_entries
 
     def entry(scores):
         images = [{"name": f"img{i}", "iou": s, "intersection": [round(100 * s)], "union": [100]}
@@ -177,7 +177,7 @@ def test_paired_differences_compare_with_the_best_recipe_and_each_variant_with_i
         "fpn": entry([0.9, 0.8]), "fpn:ema": entry([0.9, 0.7]),
         "segnet": entry([0.95]),  # fewer images: neither the leader nor paired
     }}  # fmt: skip
-    assert comparisons(table) == [
+    assert comparisons(scored_entries(table)) == [
         ("unet", "fpn"),
         ("unet:wide", "fpn"),
         ("fpn:ema", "fpn"),
